@@ -1,0 +1,93 @@
+"""Man pages rendered from the click commands themselves, so --help and man(1) never disagree.
+
+    python -m gpvtools.manpages man/      # regenerate man/gpv-*.1
+"""
+
+import importlib
+import inspect
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+
+COMMANDS = ["chunk"]
+
+COMMON_SECTIONS = {
+    "EXIT STATUS": (
+        "0 when every input line was processed; 1 when a line was bad (whatever --on-error said) or the run "
+        "failed; 2 for a usage error; 130 or 143 when interrupted by SIGINT or SIGTERM (what was written "
+        "is complete: rerun with --resume); 141 when the reader of stdout went away."
+    ),
+    "ENVIRONMENT": (
+        "GPV_ON_ERROR, GPV_SHARD, GPV_MAX_LINE_BYTES: defaults for the options of the same name. "
+        "GPV_DEBUG=1: tracebacks, as -v. SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_MIN, SLURM_ARRAY_TASK_COUNT: "
+        "the default --shard inside a SLURM array job."
+    ),
+}
+
+
+def command(name):
+    return importlib.import_module(f"gpvtools.commands.{name}").main
+
+
+def _escape(text):
+    text = text.replace("\\", "\\e").replace("-", "\\-")
+    return "\n".join("\\&" + line if line[:1] in (".", "'") else line for line in text.split("\n"))
+
+
+def _paragraphs(text):
+    """click's help text as roff: blank lines start paragraphs; a \\b paragraph keeps its lines."""
+    out = []
+    for para in inspect.cleandoc(text).split("\n\n"):
+        if para.startswith("\b\n"):
+            out += [".PP", ".nf", _escape(para[2:]), ".fi"]
+        else:
+            out += [".PP", _escape(" ".join(line.strip() for line in para.split("\n")))]
+    return out
+
+
+def summary(cmd):
+    """The NAME line's description: the first sentence of the help, lower-cased, no full stop."""
+    first = inspect.cleandoc(cmd.help).split("\n")[0].rstrip(".")
+    return first[0].lower() + first[1:]
+
+
+def render(cmd):
+    ctx = click.Context(cmd, info_name=cmd.name, **cmd.context_settings)
+    name = cmd.name
+    lines = [
+        f'.TH {name.upper()} 1 "" "gpvtools {__version__}" "gpvtools manual"',
+        ".SH NAME",
+        f"{_escape(name)} \\- {_escape(summary(cmd))}",
+        ".SH SYNOPSIS",
+        f".B {_escape(name)}",
+        _escape(" ".join(cmd.collect_usage_pieces(ctx))),
+        ".SH DESCRIPTION",
+        *_paragraphs(cmd.help),
+        ".SH OPTIONS",
+    ]
+    for param in cmd.get_params(ctx):
+        record = param.get_help_record(ctx)
+        if record and record[1]:
+            lines += [".TP", f".B {_escape(record[0])}", _escape(record[1])]
+    sections = {**getattr(cmd, "man_sections", {}), **COMMON_SECTIONS}
+    for title, body in sections.items():
+        lines += [f".SH {title}", *_paragraphs(body)]
+    others = [f"{command(n).name}(1)" for n in COMMANDS if command(n).name != name]
+    if others:
+        lines += [".SH SEE ALSO", _escape(", ".join(others))]
+    return "\n".join(lines) + "\n"
+
+
+def write_all(directory):
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in COMMANDS:
+        cmd = command(name)
+        (directory / f"{cmd.name}.1").write_text(render(cmd), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    write_all(sys.argv[1] if len(sys.argv) > 1 else "man")

@@ -1,0 +1,329 @@
+"""The stage loop every command shares: read, validate, shard, resume, process, write, report.
+
+A command builds a `Stage` (what to do with one record) and calls `run_command`; everything
+about streams, errors, signals and exit codes lives here, once.
+"""
+
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+
+import click
+
+from . import resume as resume_mod
+from .errors import BadRecord, GpvError, UsageError
+from .jsonl import DEFAULT_MAX_LINE_BYTES, dumps, iter_lines, open_input, parse_line, require_text
+from .shard import parse_shard, shard_from_env, shard_of
+
+ERROR_FIELD = resume_mod.ERROR_FIELD
+DOC_ID_FIELD = "doc_id"
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+EXIT_OK, EXIT_DATA, EXIT_USAGE, EXIT_PIPE = 0, 1, 2, 141
+
+
+@dataclass
+class StreamOptions:
+    input: str
+    output: str
+    resume: bool
+    on_error: str
+    shard: object
+    max_line_bytes: int
+    quiet: bool
+    verbose: bool
+
+
+def stream_options(f):
+    """INPUT, -o, --resume, --on-error, --shard, --max-line-bytes, -q, -v: the same in every stage."""
+
+    @click.argument("input", default="-", metavar="[INPUT]")
+    @click.option("-o", "--output", default="-", metavar="FILE", help="Write JSONL to FILE instead of stdout.")
+    @click.option("--resume", is_flag=True,
+                  help="Keep the records already complete in -o FILE, repair a torn end, and do only the rest.")
+    @click.option("--on-error", type=click.Choice(["fail", "skip", "emit"]), default="fail", show_default=True,
+                  envvar="GPV_ON_ERROR",
+                  help="On a bad line: stop; report it and go on; or pass an error record on. "
+                       "Either way a bad line makes the exit status 1.")
+    @click.option("--shard", metavar="K/N", envvar="GPV_SHARD",
+                  help="Keep only documents whose id hashes to K mod N (stable across stages and machines). "
+                       "Default: from SLURM_ARRAY_TASK_ID/_MIN/_COUNT when in a SLURM array job.")
+    @click.option("--max-line-bytes", type=click.IntRange(min=1), default=DEFAULT_MAX_LINE_BYTES, show_default=True,
+                  envvar="GPV_MAX_LINE_BYTES", help="Longer input lines are bad lines.")
+    @click.option("-q", "--quiet", is_flag=True, help="No progress, notes or summary on stderr (errors still).")
+    @click.option("-v", "--verbose", is_flag=True, envvar="GPV_DEBUG",
+                  help="Tracebacks for errors (also GPV_DEBUG=1).")
+    def wrapper(*args, input, output, resume, on_error, shard, max_line_bytes, quiet, verbose, **kwargs):
+        opts = StreamOptions(input, output, resume, on_error, shard, max_line_bytes, quiet, verbose)
+        return f(*args, stream=opts, **kwargs)
+
+    # Not functools.wraps: click would follow __wrapped__ to f and skip the wrapper.
+    wrapper.__name__, wrapper.__doc__ = f.__name__, f.__doc__
+    return wrapper
+
+
+def text_options(f):
+    """--text-field and --id-field, for stages that read a text."""
+    f = click.option("--id-field", default="id", show_default=True, metavar="FIELD",
+                     help="Field holding the record's id; a record without it is named by its line number.")(f)
+    return click.option("--text-field", default="text", show_default=True, metavar="FIELD",
+                        help="Field holding the text.")(f)
+
+
+@dataclass
+class Entry:
+    """One input line on its way through a stage."""
+
+    line: int
+    record: dict = None
+    key: str = None
+    error: BadRecord = None
+
+
+class Stage:
+    """What a command does to one record. Subclasses set `command` and override `process`."""
+
+    command = "gpv"
+    text_field = "text"
+    id_field = "id"
+
+    def input_key(self, record, line):
+        """The id that names this input; its outputs' ids grow from it."""
+        if self.id_field not in record:
+            return str(line)
+        value = record[self.id_field]
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise BadRecord(f"field '{self.id_field}' must be a string or a number", line, record)
+        return str(value)
+
+    def source_key(self, out):
+        """Which input an output record came from (for --resume)."""
+        return out["id"]
+
+    def group_size(self, out):
+        """How many output records its input produced (for --resume)."""
+        return 1
+
+    def validate(self, entry):
+        if self.text_field is not None:
+            require_text(entry.record, self.text_field, entry.line)
+
+    def process(self, entry):
+        """The output records for one valid input record."""
+        raise NotImplementedError
+
+    def map(self, entries):
+        """(entry, outputs) in input order; outputs is None when entry.error is set.
+
+        Stages that overlap work (concurrent requests, batches) override this and keep the order.
+        """
+        for entry in entries:
+            if entry.error is None:
+                try:
+                    yield entry, self.process(entry)
+                    continue
+                except BadRecord as e:
+                    entry.error = e if e.line is not None else BadRecord(e.message, entry.line, entry.record)
+            yield entry, None
+
+    def summary(self):
+        """Lines for stderr at the end of a run (not shown with -q)."""
+        return []
+
+
+class Interrupted(Exception):
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
+class Progress:
+    """A one-line counter on stderr, redrawn at most 4 times a second, only on a terminal."""
+
+    def __init__(self, command, enabled):
+        self.command, self.enabled, self.last = command, enabled, 0.0
+
+    def update(self, n_in, n_out, force=False):
+        now = time.monotonic()
+        if self.enabled and (force or now - self.last > 0.25):
+            self.last = now
+            sys.stderr.write(f"\r{self.command}: {n_in} in, {n_out} out")
+            sys.stderr.flush()
+
+    def close(self):
+        if self.enabled and self.last:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+class Sink:
+    """Writes each input's outputs in one write and flushes, so pipelines stream and kills tear little."""
+
+    def __init__(self, path, append):
+        self.to_stdout = path in (None, "-")
+        if self.to_stdout:
+            self.f = sys.stdout.buffer
+        else:
+            try:
+                self.f = open(path, "ab" if append else "wb")
+            except OSError as e:
+                raise GpvError(f"cannot write {path}: {e.strerror}") from None
+
+    def write(self, records):
+        if records:
+            self.f.write(b"".join(dumps(r) for r in records))
+            self.f.flush()
+
+    def close(self):
+        if not self.to_stdout:
+            self.f.close()
+
+
+def error_record(stage, entry):
+    """The record --on-error emit passes on: the input's own fields (nothing lost) plus what went wrong."""
+    info = {"command": stage.command, "line": entry.line, "error": entry.error.message}
+    record = entry.record if entry.record is not None else entry.error.record
+    return {**(record or {}), ERROR_FIELD: info}
+
+
+def derive(record, new_id, **fields):
+    """A child record: its id first, then every field of its parent, then the stage's own fields."""
+    child = {"id": new_id}
+    child.update(record)
+    child["id"] = new_id
+    child.update(fields)
+    return child
+
+
+def plural(n, word, words=None):
+    return f"{n} {word if n == 1 else words or word + 's'}"
+
+
+def note(command, message):
+    click.echo(f"{command}: {message}", err=True)
+
+
+def run_stage(stage, opts):
+    """Run STAGE over opts.input; return the exit status."""
+    if opts.resume and opts.output in (None, "-"):
+        raise UsageError("--resume needs -o FILE")
+    shard = parse_shard(opts.shard) if opts.shard else shard_from_env()
+    if shard and not opts.shard and not opts.quiet:
+        note(stage.command, f"shard {shard[0]}/{shard[1]} from the SLURM array variables")
+    done = set()
+    if opts.resume:
+        state = resume_mod.prepare(opts.output, stage.source_key, stage.group_size)
+        done = state.done
+        if not opts.quiet and (state.kept or state.removed):
+            note(stage.command, f"resuming {opts.output}: {plural(len(done), 'input')} done, "
+                                f"{plural(state.kept, 'record')} kept, {state.removed} incomplete removed")
+    stream = open_input(opts.input)
+    if opts.input == "-" and sys.stdin.isatty() and not opts.quiet:
+        note(stage.command, "reading JSONL from standard input (Ctrl-D ends it)")
+    sink = Sink(opts.output, append=opts.resume)
+    progress = Progress(stage.command, sys.stderr.isatty() and not opts.quiet)
+    counts = {"in": 0, "out": 0, "bad": 0, "skipped": 0, "passed": 0}
+
+    def entries():
+        for line, raw in iter_lines(stream, opts.max_line_bytes):
+            counts["in"] += 1
+            entry = Entry(line)
+            try:
+                entry.record = parse_line(raw, line, opts.max_line_bytes)
+                if ERROR_FIELD in entry.record:
+                    counts["passed"] += 1
+                    sink.write([entry.record])
+                    continue
+                entry.key = stage.input_key(entry.record, line)
+                shard_id = entry.record.get(DOC_ID_FIELD, entry.key)
+                if shard and shard_of(shard_id, shard[1]) != shard[0]:
+                    continue
+                if entry.key in done:
+                    counts["skipped"] += 1
+                    continue
+                stage.validate(entry)
+            except BadRecord as e:
+                entry.error = e
+            yield entry
+
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupted)
+    status = EXIT_OK
+    try:
+        for entry, outputs in stage.map(entries()):
+            if entry.error is not None:
+                counts["bad"] += 1
+                if opts.on_error == "emit":
+                    sink.write([error_record(stage, entry)])
+                note(stage.command, f"error: {entry.error}")
+                if opts.on_error == "fail":
+                    return EXIT_DATA
+                continue
+            sink.write(outputs)
+            counts["out"] += len(outputs)
+            progress.update(counts["in"], counts["out"])
+        if counts["bad"]:
+            status = EXIT_DATA
+    except (KeyboardInterrupt, Interrupted) as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        progress.close()
+        note(stage.command, f"interrupted after {counts['in']} lines; what was written is complete"
+                            + ("; rerun with --resume to finish" if opts.output not in (None, "-") else ""))
+        return 128 + signum
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        progress.close()
+        if not sink.to_stdout:
+            sink.close()
+    if not opts.quiet:
+        if counts["skipped"]:
+            note(stage.command, f"{plural(counts['skipped'], 'input')} already done in {opts.output}")
+        if counts["passed"]:
+            note(stage.command, f"passed on {plural(counts['passed'], 'error record')} from upstream")
+        if counts["bad"]:
+            verb = "skipped" if opts.on_error == "skip" else "passed on as error records"
+            note(stage.command, f"{plural(counts['bad'], 'bad line')} {verb}")
+        for line in stage.summary():
+            note(stage.command, line)
+    return status
+
+
+def _quiet_broken_pipe():
+    # The reader went away (`| head`): point stdout at /dev/null so the final flush cannot fail again.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def run_command(command, build_stage, opts):
+    """The command boundary: build the stage, run it, and turn every outcome into an exit status."""
+    try:
+        stage = build_stage()
+        status = run_stage(stage, opts)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        status = EXIT_PIPE
+    except UsageError as e:
+        if opts.verbose:
+            traceback.print_exc()
+        note(command, f"error: {e}")
+        status = EXIT_USAGE
+    except GpvError as e:
+        if opts.verbose:
+            traceback.print_exc()
+        note(command, f"error: {e}")
+        status = EXIT_DATA
+    except KeyboardInterrupt:
+        note(command, "interrupted")
+        status = 128 + signal.SIGINT
+    except Exception as e:  # a bug, or a library failing in a way we did not foresee
+        if opts.verbose:
+            traceback.print_exc()
+        note(command, f"error: {type(e).__name__}: {e} (rerun with -v for a traceback)")
+        status = EXIT_DATA
+    sys.exit(status)

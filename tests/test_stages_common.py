@@ -1,0 +1,121 @@
+"""The behaviour every stage shares (STYLE.md): run against each command that exists."""
+
+import gzip
+
+import orjson
+import pytest
+
+from gpvtools.commands import chunk
+
+# (command, extra args that make it fast and offline, a valid input line)
+STAGES = [
+    pytest.param((chunk.main, ["-t", "words"], b'{"id": "d1", "text": "Honesty matters to me."}'), id="gpv-chunk"),
+]
+
+
+@pytest.fixture(params=STAGES)
+def stage(request):
+    return request.param
+
+
+def test_help(stage, invoke):
+    command, _, _ = stage
+    for flag in ("-h", "--help"):
+        result = invoke(command, [flag])
+        assert result.exit_code == 0
+        assert result.stdout.startswith(f"Usage: {command.name} [OPTIONS] [INPUT]")
+
+
+def test_empty_input_gives_empty_output(stage, invoke):
+    command, args, _ = stage
+    result = invoke(command, args)
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")
+
+
+@pytest.mark.parametrize("bad, message", [
+    (b"not json", "line 2: invalid JSON: invalid literal, expected 'null' at column 1"),
+    (b'{"text": "\xff"}', "line 2: invalid UTF-8 at byte 11"),
+    (b'{"id": "d2"}', "line 2: field 'text' is missing"),
+    (b'{"id": "d2", "text": ["a"]}', "line 2: field 'text' must be a string, got an array"),
+    (b"[]", "line 2: expected a JSON object, got an array"),
+    (b"", "line 2: empty line"),
+])
+def test_bad_line_fails_with_line_and_field(stage, invoke, bad, message):
+    command, args, good = stage
+    result = invoke(command, args, good + b"\n" + bad + b"\n" + good + b"\n")
+    assert result.exit_code == 1
+    assert result.stderr == f"{command.name}: error: {message}\n"
+    # the good line before the bad one was written and flushed, nothing after it
+    assert len(result.stdout.splitlines()) >= 1
+    assert all(orjson.loads(line)["id"].startswith("d1") for line in result.stdout.splitlines())
+
+
+def test_skip_reports_each_bad_line_and_keeps_the_good(stage, invoke):
+    command, args, good = stage
+    data = good + b"\n{oops\n" + good.replace(b"d1", b"d3") + b"\n[1]\n"
+    result = invoke(command, args + ["--on-error", "skip"], data)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"{command.name}: error: line 2: invalid JSON: unexpected character, expected a string key at column 2",
+        f"{command.name}: error: line 4: expected a JSON object, got an array",
+        f"{command.name}: 2 bad lines skipped",
+    ]
+    ids = {orjson.loads(line)["id"].split("#")[0] for line in result.stdout.splitlines()}
+    assert ids == {"d1", "d3"}
+
+
+def test_emit_passes_the_bad_record_on_with_its_fields(stage, invoke):
+    command, args, good = stage
+    result = invoke(command, args + ["--on-error", "emit"], good + b'\n{"id": "d9", "author": "x"}\n')
+    assert result.exit_code == 1
+    errors = [r for r in map(orjson.loads, result.stdout.splitlines()) if "_gpv_error" in r]
+    assert errors == [{"id": "d9", "author": "x", "_gpv_error": {
+        "command": command.name, "line": 2, "error": "field 'text' is missing"}}]
+
+
+def test_error_records_from_upstream_pass_through(stage, invoke):
+    command, args, good = stage
+    upstream = {"id": "u", "_gpv_error": {"command": "gpv-x", "line": 1, "error": "boom"}}
+    result = invoke(command, args, orjson.dumps(upstream) + b"\n" + good + b"\n")
+    assert result.exit_code == 0
+    assert orjson.loads(result.stdout.splitlines()[0]) == upstream
+    assert "passed on 1 error record from upstream" in result.stderr
+
+
+def test_gzip_on_stdin(stage, invoke):
+    command, args, good = stage
+    plain = invoke(command, args, good + b"\n")
+    zipped = invoke(command, args, gzip.compress(good + b"\n"))
+    assert zipped.exit_code == 0 and zipped.stdout == plain.stdout != ""
+
+
+def test_missing_input_file(stage, invoke, tmp_path):
+    command, args, _ = stage
+    result = invoke(command, args + [str(tmp_path / "nope.jsonl")])
+    assert result.exit_code == 1
+    assert result.stderr == f"{command.name}: error: cannot read {tmp_path / 'nope.jsonl'}: No such file or directory\n"
+
+
+def test_huge_line_is_reported_not_loaded(stage, invoke):
+    command, args, good = stage
+    huge = b'{"text": "' + b"a " * (25 * 1024 * 1024) + b'"}'  # 50 MB
+    result = invoke(command, args + ["--on-error", "skip"], huge + b"\n" + good + b"\n")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == (
+        f"{command.name}: error: line 1: line is {len(huge)} bytes, over the limit of 16777216 (--max-line-bytes)")
+    assert result.stdout.count("\n") >= 1
+
+
+def test_resume_needs_an_output_file(stage, invoke):
+    command, args, good = stage
+    result = invoke(command, args + ["--resume"], good)
+    assert result.exit_code == 2
+    assert result.stderr == f"{command.name}: error: --resume needs -o FILE\n"
+
+
+@pytest.mark.parametrize("spec", ["2/2", "a/b", "1", "-1/3"])
+def test_bad_shard_is_a_usage_error(stage, invoke, spec):
+    command, args, good = stage
+    result = invoke(command, args + ["--shard", spec], good)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"{command.name}: error: --shard")
