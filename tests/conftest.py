@@ -1,6 +1,7 @@
 """Shared fixtures. The data sets live in ../shared beside the checkout (never in the package)."""
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,8 @@ from click.testing import CliRunner
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # a hub lookup would hang ~48 s without network
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# Subprocess tests run the installed entry points (gpv-chunk, …) of the Python running the tests.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("GPV_SHARED", ROOT.parent / "shared"))
