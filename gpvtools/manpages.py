@@ -12,7 +12,7 @@ import click
 
 from . import __version__
 
-COMMANDS = ["chunk"]
+COMMANDS = ["chunk", "score"]
 
 COMMON_SECTIONS = {
     "EXIT STATUS": (

@@ -64,12 +64,16 @@ def stream_options(f):
     return wrapper
 
 
-def text_options(f):
+def text_options(text_default="text"):
     """--text-field and --id-field, for stages that read a text."""
-    f = click.option("--id-field", default="id", show_default=True, metavar="FIELD",
-                     help="Field holding the record's id; a record without it is named by its line number.")(f)
-    return click.option("--text-field", default="text", show_default=True, metavar="FIELD",
-                        help="Field holding the text.")(f)
+
+    def decorate(f):
+        f = click.option("--id-field", default="id", show_default=True, metavar="FIELD",
+                         help="Field holding the record's id; a record without it is named by its line number.")(f)
+        return click.option("--text-field", default=text_default, show_default=True, metavar="FIELD",
+                            help="Field holding the text.")(f)
+
+    return decorate
 
 
 @dataclass

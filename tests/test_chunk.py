@@ -98,7 +98,7 @@ def test_hugging_face_tokenizer_json(tmp_path, posts):
 
 
 def test_gguf_path_counts_like_builtin():
-    from gpvtools.chunking import builtin_gguf
+    from gpvtools.models import builtin_gguf
 
     text = "Values guide what people choose."
     assert make_counter(builtin_gguf())(text) == make_counter("builtin")(text) > 0

@@ -39,7 +39,7 @@ class ChunkStage(Stage):
 
 
 @click.command(name="gpv-chunk", context_settings=CONTEXT_SETTINGS)
-@text_options
+@text_options()
 @click.option("-n", "--max-tokens", type=click.IntRange(min=1), default=DEFAULT_MAX_TOKENS, show_default=True,
               help="Largest chunk, in tokens of --tokenizer (paper: 250).")
 @click.option("--overlap", type=click.FloatRange(min=0), default=0, show_default=True,

@@ -1,0 +1,237 @@
+"""gpv-score: perception-level value measurement (paper §3.2, App. A)."""
+
+from pathlib import Path
+
+import click
+
+from .. import values as values_mod
+from ..errors import BadRecord, UsageError
+from ..models import BUILTIN, builtin_scorer_files
+from ..scoring import BACKENDS
+from ..stream import CONTEXT_SETTINGS, Stage, derive, note, run_command, stream_options, text_options
+
+RESULT_FIELD = "values"
+
+
+def pick_backend(backend, model, base_url, url_on_command_line=False):
+    """auto: a local file decides by its kind; else a server URL means openai; else transformers.
+
+    OPENAI_BASE_URL alone (often set for other tools) does not turn the built-in model into a remote one.
+    """
+    if backend != "auto":
+        return backend
+    suffix = Path(model).suffix.lower()
+    if suffix in (".dic", ".json"):
+        return "dictionary"
+    if suffix == ".gguf":
+        return "llama-cpp"
+    if base_url and (url_on_command_line or (model != BUILTIN and not Path(model).exists())):
+        return "openai"
+    return "llama-cpp" if model == BUILTIN else "transformers"
+
+
+def build_scorer(o):
+    """A scorer from the command's options (a dict)."""
+    backend = pick_backend(o["backend"], o["model"], o["base_url"], o["url_on_command_line"])
+    model = o["model"]
+    if backend == "dictionary":
+        from ..scoring.dictionary import DictionaryScorer
+
+        if model == BUILTIN:
+            raise UsageError("backend 'dictionary' needs a lexicon: --model FILE.json or FILE.dic")
+        return DictionaryScorer(model)
+    if backend == "openai":
+        from ..scoring.remote import from_env
+
+        return from_env(o["base_url"], o["api_key"], None if model == BUILTIN else model,
+                        top_logprobs=o["top_logprobs"], concurrency=o["concurrency"], timeout=o["timeout"],
+                        max_retries=o["retries"])
+    adapter = o["adapter"]
+    name = None
+    if model == BUILTIN:
+        files = builtin_scorer_files()
+        name = BUILTIN
+        model = files["gguf"]
+        adapter = adapter or (files["lora"] if backend == "llama-cpp" else files["adapter"])
+    if backend == "llama-cpp":
+        from ..scoring.llama import LlamaCppScorer
+
+        if not Path(model).exists():
+            raise UsageError(f"model {model} does not exist")
+        return LlamaCppScorer(model, name=name, n_ctx=o["n_ctx"], n_threads=o["threads"],
+                              n_gpu_layers=o["n_gpu_layers"], lora_path=adapter,
+                              reuse_cache=not o["no_prefix_cache"])
+    from ..scoring.hf import TransformersScorer
+
+    return TransformersScorer(model, name=name, device=o["device"], dtype=o["dtype"],
+                              load_in_4bit=o["load_in_4bit"], load_in_8bit=o["load_in_8bit"], adapter=adapter,
+                              batch_size=o["batch_size"])
+
+
+class ScoreStage(Stage):
+    command = "gpv-score"
+
+    def __init__(self, scorer, value_names, text_field, id_field, batch_size):
+        self.scorer, self.values = scorer, value_names
+        self.text_field, self.id_field, self.batch_size = text_field, id_field, batch_size
+        self.tag = f"{scorer.backend}:{scorer.name}"
+
+    def _outputs(self, entry, result):
+        return [derive(entry.record, entry.key, **{RESULT_FIELD: result, "scorer": self.tag})]
+
+    def _measure(self, batch):
+        """Score a batch; a bad record in it is found by scoring one at a time and marked on its entry."""
+        texts = [e.record[self.text_field] for e in batch]
+        try:
+            return dict(zip(map(id, batch), self.scorer.measure(texts, self.values)))
+        except BadRecord:
+            if len(batch) == 1:
+                raise
+        results = {}
+        for entry in batch:
+            try:
+                results[id(entry)] = self.scorer.measure([entry.record[self.text_field]], self.values)[0]
+            except BadRecord as e:
+                entry.error = BadRecord(e.message, entry.line, entry.record)
+        return results
+
+    def map(self, entries):
+        pending = []
+
+        def flush():
+            valid = [e for e in pending if e.error is None]
+            try:
+                results = self._measure(valid) if valid else {}
+            except BadRecord as e:  # a batch of one
+                valid[0].error = BadRecord(e.message, valid[0].line, valid[0].record)
+                results = {}
+            for entry in pending:
+                yield entry, (self._outputs(entry, results[id(entry)]) if entry.error is None else None)
+            pending.clear()
+
+        for entry in entries:
+            pending.append(entry)
+            if sum(e.error is None for e in pending) >= self.batch_size:
+                yield from flush()
+        yield from flush()
+
+
+def _list_values(ctx, param, value):
+    if value and not ctx.resilient_parsing:
+        click.echo(values_mod.listing())
+        ctx.exit(0)
+
+
+@click.command(name="gpv-score", context_settings=CONTEXT_SETTINGS)
+@text_options("perception")
+@click.option("--values", "values_spec", metavar="SPEC", envvar="GPV_VALUES",
+              help="Value system (schwartz, vsm, lvi, nfcc, all), a comma list of values, or @FILE with one "
+                   "value a line.  [default: schwartz; for a lexicon, its categories]")
+@click.option("--list-values", is_flag=True, expose_value=False, is_eager=True, callback=_list_values,
+              help="Print the built-in value systems and exit.")
+@click.option("-m", "--model", default=BUILTIN, show_default=True, envvar="GPV_MODEL", metavar="MODEL",
+              help="builtin, a .gguf file, a Hugging Face model directory or hub id (hf://org/name), a model "
+                   "name on the --base-url server, or a lexicon (.json, .dic) for the dictionary backend.")
+@click.option("-b", "--backend", type=click.Choice(("auto",) + BACKENDS), default="auto", show_default=True,
+              envvar="GPV_BACKEND", help="auto: picked from --model (.gguf/builtin: llama-cpp; .json/.dic: "
+                                          "dictionary; --base-url: openai; else transformers).")
+@click.option("--adapter", metavar="PATH", help="LoRA adapter: a peft directory (transformers) or a GGUF "
+                                                  "LoRA file (llama-cpp).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Records scored together (transformers also batches the values of a record).")
+@click.option("--device", default="auto", show_default=True, help="transformers: auto, cpu, cuda, cuda:N.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+              show_default=True, help="transformers: weights' type (auto: bfloat16 on CUDA, float32 on CPU).")
+@click.option("--load-in-4bit", is_flag=True, help="transformers: 4-bit NF4 weights via bitsandbytes (CUDA).")
+@click.option("--load-in-8bit", is_flag=True, help="transformers: 8-bit weights via bitsandbytes (CUDA).")
+@click.option("--n-ctx", type=click.IntRange(min=64), default=4096, show_default=True,
+              help="llama-cpp: context length; a longer prompt is a bad record.")
+@click.option("--threads", type=click.IntRange(min=1), help="llama-cpp: CPU threads  [default: all cores]")
+@click.option("--n-gpu-layers", type=int, default=0, show_default=True,
+              help="llama-cpp: layers offloaded to a GPU when the build has one (-1: all).")
+@click.option("--no-prefix-cache", is_flag=True,
+              help="llama-cpp: evaluate every prompt from scratch (slower; for checking that reuse changes "
+                   "nothing).")
+@click.option("--base-url", envvar="OPENAI_BASE_URL", metavar="URL",
+              help="openai: the server's /v1 URL (vLLM, llama.cpp server, …).")
+@click.option("--api-key", envvar="OPENAI_API_KEY", metavar="KEY", show_envvar=True,
+              help="openai: API key (a local server needs none).")
+@click.option("--top-logprobs", type=click.IntRange(1, 20), default=20, show_default=True,
+              help="openai: top-k log-probabilities asked for; a label outside them is asked for by echo.")
+@click.option("-j", "--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
+              help="openai: requests in flight.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+              help="openai: seconds per request.")
+@click.option("--retries", type=click.IntRange(min=0), default=5, show_default=True,
+              help="openai: retries on connection errors, 429 and 5xx, with exponential backoff.")
+@stream_options
+def main(stream, text_field, id_field, values_spec, model, backend, adapter, batch_size, device, dtype, load_in_4bit,
+         load_in_8bit, n_ctx, threads, n_gpu_layers, no_prefix_cache, base_url, api_key, top_logprobs,
+         concurrency, timeout, retries):
+    """Measure the values in each record's text: relevance, valence and score per value.
+
+    Reads perception records (the text in --text-field, default perception; any text record will do)
+    and writes each record back with a "values" object holding, for every value of the value system:
+
+    \b
+      relevance  p_rel = P(yes) / (P(yes) + P(no)) under the relevance prompt
+      support, oppose, either
+                 the valence distribution, computed only where p_rel > 0.5
+      score      P(support) - P(oppose), in [-1, 1], when p_rel > 0.5 and valence's
+                 most likely label is support or oppose; otherwise null (unmeasured)
+
+    and "scorer" (BACKEND:MODEL). The dictionary backend writes count, words and score = count/words
+    instead. Without --model the built-in model scores offline on the CPU.
+    """
+    opts = dict(locals())
+    del opts["stream"]
+    source = click.get_current_context().get_parameter_source("base_url")
+    opts["url_on_command_line"] = source == click.core.ParameterSource.COMMANDLINE
+
+    def build():
+        if load_in_4bit and load_in_8bit:
+            raise UsageError("--load-in-4bit and --load-in-8bit exclude each other")
+        scorer = build_scorer(opts)
+        warn = None if stream.quiet else (lambda message: note("gpv-score", f"note: {message}"))
+        if scorer.backend == "dictionary":
+            names = values_mod.resolve(values_spec, warn) if values_spec else list(scorer.lexicon)
+            scorer.check_values(names)
+        else:
+            names = values_mod.resolve(values_spec or "schwartz", warn)
+        return ScoreStage(scorer, names, text_field, id_field, batch_size)
+
+    run_command("gpv-score", build, stream)
+
+
+main.man_sections = {
+    "HOW PROBABILITIES ARE READ": (
+        "The prompts are byte for byte the two templates ValueLlama was trained on (paper App. A, Prompt 1), "
+        "each ending with \"Output:\" and a newline. The model's next-token distribution after the prompt is "
+        "read at the first token of each label word (yes, no; support, oppose, either) as the model's "
+        "tokenizer splits the label in that position, i.e. right after the prompt's final newline; the "
+        "labels' probabilities are then renormalised over the label set, as the released method does. "
+        "With the openai backend the first token of each label is learnt from the server by echoing a "
+        "prompt with the label, and a label token missing from the top log-probabilities is asked for "
+        "the same way."
+    ),
+    "SPEED": (
+        "llama-cpp tokenizes each prompt whole and evaluates only the tokens after the longest prefix it "
+        "shares with the prompt before, so the task header and the sentence are evaluated once per record "
+        "and every further value costs only its own tokens; the results equal scoring from scratch "
+        "(--no-prefix-cache). transformers runs the prefix that a record's prompts share once and a batch of "
+        "the values' suffixes on copies of its KV cache. Valence is only computed for relevant pairs. "
+        "For large corpora point --base-url at a vLLM server with prefix caching."
+    ),
+    "EXAMPLES": (
+        "\\b\\n"
+        "gpv-score --values vsm perceptions.jsonl > scored.jsonl\\n"
+        "gpv-score -m ValueLlama-3-8B.Q4_K_M.gguf --values schwartz perceptions.jsonl\\n"
+        "gpv-score -m Value4AI/ValueLlama-3-8B --load-in-4bit --values all perceptions.jsonl\\n"
+        "gpv-score --base-url http://127.0.0.1:8000/v1 -m valuellama perceptions.jsonl\\n"
+        "gpv-score -m schwartz-values-en.json --text-field text posts.jsonl"
+    ),
+}
+
+
+if __name__ == "__main__":
+    main()

