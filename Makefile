@@ -15,13 +15,26 @@ $(VENV)/.cpu: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[cpu]'
 	touch $@
 
+# torch is pinned first: 2.13.0 is the CPU build these machines keep on disk (a bare `torch`
+# would fetch a multi-GB CUDA build); override with `make test TORCH=...`.
+TORCH ?= torch==2.13.0
+
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[cpu,dev]'
+	$(BIN)/pip install -q '$(TORCH)'
+	$(BIN)/pip install -q -e '.[dev]'
 	touch $@ $(VENV)/.cpu
 
-# The whole pipeline on built-in defaults: no key, no network, no GPU.
+# Every stage that exists, on built-in defaults: no key, no network, no GPU. Until gpv-parse lands,
+# each chunk's text stands in for its perceptions (--text-field text).
+DEMO_COLUMNS := id author Self-Dir=values.Self-Direction.score Stimul=values.Stimulation.score \
+	Hedon=values.Hedonism.score Achiev=values.Achievement.score Power=values.Power.score \
+	Secur=values.Security.score Conform=values.Conformity.score Trad=values.Tradition.score \
+	Benev=values.Benevolence.score Univ=values.Universalism.score
+
 demo: $(VENV)/.cpu
-	$(BIN)/gpv-chunk examples/posts.jsonl | $(BIN)/python -m gpvtools.table id author tokens text
+	$(BIN)/gpv-chunk examples/posts.jsonl \
+	| $(BIN)/gpv-score --text-field text --values schwartz \
+	| $(BIN)/python -m gpvtools.table $(DEMO_COLUMNS)
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q

@@ -12,7 +12,7 @@ import click
 
 from . import __version__
 
-COMMANDS = ["chunk", "score"]
+COMMANDS = ["chunk", "score", "train"]
 
 COMMON_SECTIONS = {
     "EXIT STATUS": (

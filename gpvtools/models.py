@@ -25,5 +25,12 @@ def builtin_gguf():
 
 
 def builtin_scorer_files():
-    """What the built-in scorer is made of: {"gguf": base GGUF, "lora": GGUF LoRA or None, "adapter": peft dir or None}."""
-    return {"gguf": builtin_gguf(), "lora": None, "adapter": None}
+    """The built-in scorer: the base GGUF plus the LoRA adapter trained by gpv-train that ships in the
+    package, as a GGUF LoRA (llama-cpp) and as a peft directory (transformers)."""
+    from importlib import resources
+
+    here = Path(str(resources.files("gpvtools").joinpath("data/builtin")))
+    lora, adapter = here / "adapter.gguf", here / "adapter"
+    if not lora.is_file() or not (adapter / "adapter_config.json").is_file():
+        raise GpvError(f"the built-in scorer's adapter is missing from {here}; reinstall gpvtools")
+    return {"gguf": builtin_gguf(), "lora": str(lora), "adapter": str(adapter)}

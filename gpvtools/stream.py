@@ -303,22 +303,21 @@ def _quiet_broken_pipe():
     os.dup2(devnull, sys.stdout.fileno())
 
 
-def run_command(command, build_stage, opts):
-    """The command boundary: build the stage, run it, and turn every outcome into an exit status."""
+def guarded(command, verbose, work):
+    """The command boundary: run WORK() -> exit status, turning every outcome into one."""
     try:
-        stage = build_stage()
-        status = run_stage(stage, opts)
+        status = work()
         sys.stdout.flush()
     except BrokenPipeError:
         _quiet_broken_pipe()
         status = EXIT_PIPE
     except UsageError as e:
-        if opts.verbose:
+        if verbose:
             traceback.print_exc()
         note(command, f"error: {e}")
         status = EXIT_USAGE
     except GpvError as e:
-        if opts.verbose:
+        if verbose:
             traceback.print_exc()
         note(command, f"error: {e}")
         status = EXIT_DATA
@@ -326,8 +325,13 @@ def run_command(command, build_stage, opts):
         note(command, "interrupted")
         status = 128 + signal.SIGINT
     except Exception as e:  # a bug, or a library failing in a way we did not foresee
-        if opts.verbose:
+        if verbose:
             traceback.print_exc()
         note(command, f"error: {type(e).__name__}: {e} (rerun with -v for a traceback)")
         status = EXIT_DATA
     sys.exit(status)
+
+
+def run_command(command, build_stage, opts):
+    """Build the stage and run it over the input, behind the command boundary."""
+    guarded(command, opts.verbose, lambda: run_stage(build_stage(), opts))

@@ -1,6 +1,9 @@
 """Readable fixed-width tables of records, for people (stderr reports, the demo).
 
     gpv-chunk examples/posts.jsonl | python -m gpvtools.table id tokens text
+    … | gpv-score | python -m gpvtools.table id Power=values.Power.score
+
+A column is a field, a dotted path into nested objects, or NAME=PATH to give it a header.
 """
 
 import sys
@@ -14,11 +17,25 @@ def _cell(value, width):
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def lookup(row, path):
+    """row[a][b][c] for the path 'a.b.c' (a field named with dots wins); None where absent."""
+    if path in row:
+        return row[path]
+    value = row
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
 def format_table(rows, columns, max_width=60):
-    """Rows (dicts) as aligned text; long cells are cut at max_width."""
-    cells = [[_cell(row.get(c), max_width) for c in columns] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    """Rows (dicts) as aligned text; long cells are cut at max_width. A column may be NAME=PATH."""
+    heads = [c.split("=", 1)[0] for c in columns]
+    paths = [c.split("=", 1)[-1] for c in columns]
+    cells = [[_cell(lookup(row, p), max_width) for p in paths] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(heads)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
     return "\n".join(lines)

@@ -5,11 +5,15 @@ import gzip
 import orjson
 import pytest
 
-from gpvtools.commands import chunk
+from gpvtools.commands import chunk, score
+from gpvtools.models import builtin_gguf
 
+GOOD = b'{"id": "d1", "text": "Honesty matters to me."}'
 # (command, extra args that make it fast and offline, a valid input line)
 STAGES = [
-    pytest.param((chunk.main, ["-t", "words"], b'{"id": "d1", "text": "Honesty matters to me."}'), id="gpv-chunk"),
+    pytest.param((chunk.main, ["-t", "words"], GOOD), id="gpv-chunk"),
+    pytest.param((score.main, ["-m", builtin_gguf(), "--values", "Benevolence,Power", "--text-field", "text"], GOOD),
+                 id="gpv-score"),
 ]
 
 

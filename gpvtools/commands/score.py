@@ -137,6 +137,9 @@ def _list_values(ctx, param, value):
                                           "dictionary; --base-url: openai; else transformers).")
 @click.option("--adapter", metavar="PATH", help="LoRA adapter: a peft directory (transformers) or a GGUF "
                                                   "LoRA file (llama-cpp).")
+@click.option("--valence", "valence_mode", type=click.Choice(["relevant", "all"]), default="relevant",
+              show_default=True, help="Compute valence for relevant pairs only (the method), or for all pairs "
+                                      "(to evaluate a model's valence task; scores stay null where irrelevant).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Records scored together (transformers also batches the values of a record).")
 @click.option("--device", default="auto", show_default=True, help="transformers: auto, cpu, cuda, cuda:N.")
@@ -146,7 +149,7 @@ def _list_values(ctx, param, value):
 @click.option("--load-in-8bit", is_flag=True, help="transformers: 8-bit weights via bitsandbytes (CUDA).")
 @click.option("--n-ctx", type=click.IntRange(min=64), default=4096, show_default=True,
               help="llama-cpp: context length; a longer prompt is a bad record.")
-@click.option("--threads", type=click.IntRange(min=1), help="llama-cpp: CPU threads  [default: all cores]")
+@click.option("--threads", type=click.IntRange(min=1), help="llama-cpp: CPU threads  [default: half the cores]")
 @click.option("--n-gpu-layers", type=int, default=0, show_default=True,
               help="llama-cpp: layers offloaded to a GPU when the build has one (-1: all).")
 @click.option("--no-prefix-cache", is_flag=True,
@@ -165,7 +168,7 @@ def _list_values(ctx, param, value):
 @click.option("--retries", type=click.IntRange(min=0), default=5, show_default=True,
               help="openai: retries on connection errors, 429 and 5xx, with exponential backoff.")
 @stream_options
-def main(stream, text_field, id_field, values_spec, model, backend, adapter, batch_size, device, dtype, load_in_4bit,
+def main(stream, text_field, id_field, values_spec, model, backend, adapter, valence_mode, batch_size, device, dtype, load_in_4bit,
          load_in_8bit, n_ctx, threads, n_gpu_layers, no_prefix_cache, base_url, api_key, top_logprobs,
          concurrency, timeout, retries):
     """Measure the values in each record's text: relevance, valence and score per value.
@@ -192,6 +195,7 @@ def main(stream, text_field, id_field, values_spec, model, backend, adapter, bat
         if load_in_4bit and load_in_8bit:
             raise UsageError("--load-in-4bit and --load-in-8bit exclude each other")
         scorer = build_scorer(opts)
+        scorer.valence_all = valence_mode == "all"
         warn = None if stream.quiet else (lambda message: note("gpv-score", f"note: {message}"))
         if scorer.backend == "dictionary":
             names = values_mod.resolve(values_spec, warn) if values_spec else list(scorer.lexicon)

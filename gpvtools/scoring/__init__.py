@@ -78,7 +78,13 @@ class Scorer:
 
 
 class LabelScorer(Scorer):
-    """GPV: relevance for every pair, valence for the relevant ones, score = P(support) − P(oppose)."""
+    """GPV: relevance for every pair, valence for the relevant ones, score = P(support) − P(oppose).
+
+    valence_all computes valence for every pair (to evaluate a model's valence task); the score
+    stays null for irrelevant pairs either way.
+    """
+
+    valence_all = False
 
     def label_probs(self, task, pairs):
         """Array (len(pairs), len(LABELS[task])) of renormalised label probabilities."""
@@ -87,9 +93,9 @@ class LabelScorer(Scorer):
     def measure(self, sentences, values):
         pairs = [(s, v) for s in sentences for v in values]
         rel = self.label_probs(RELEVANCE, pairs)[:, 0] if pairs else np.empty(0)
-        relevant = [i for i, p in enumerate(rel) if p > THRESHOLD]
-        val = self.label_probs(VALENCE, [pairs[i] for i in relevant]) if relevant else np.empty((0, 3))
-        valence = dict(zip(relevant, val))
+        wanted = [i for i, p in enumerate(rel) if self.valence_all or p > THRESHOLD]
+        val = self.label_probs(VALENCE, [pairs[i] for i in wanted]) if wanted else np.empty((0, 3))
+        valence = dict(zip(wanted, val))
         out = []
         for k in range(len(sentences)):
             result = {}
@@ -99,8 +105,8 @@ class LabelScorer(Scorer):
                 if i in valence:
                     support, oppose, either = (round(float(p), DIGITS) for p in valence[i])
                     entry.update(support=support, oppose=oppose, either=either)
-                    polar = int(np.argmax(valence[i])) != 2
-                    entry["score"] = round(float(valence[i][0] - valence[i][1]), DIGITS) if polar else None
+                    measured = rel[i] > THRESHOLD and int(np.argmax(valence[i])) != 2
+                    entry["score"] = round(float(valence[i][0] - valence[i][1]), DIGITS) if measured else None
                 else:
                     entry["score"] = None
                 result[value] = entry

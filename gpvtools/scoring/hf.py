@@ -8,6 +8,7 @@ row attends to exactly its own tokens and results do not depend on what else is 
 import copy
 import inspect
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +38,12 @@ def resolve_device(device):
 def load_model(spec, device="auto", dtype="auto", load_in_4bit=False, load_in_8bit=False, adapter=None):
     """(model, tokenizer, name) from a local directory, a .gguf file, or a hub id (hf://org/name too)."""
     torch, transformers = _torch()
-    if not os.environ.get("GPV_DEBUG"):  # stderr is for our messages: no progress bars or advice
+    if not os.environ.get("GPV_DEBUG"):  # stderr is for our messages: no progress bars, advice or warnings
         transformers.utils.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
+        os.environ["TQDM_DISABLE"] = "1"  # the GGUF loader's own bar
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module="peft")
     device = resolve_device(device)
     if (load_in_4bit or load_in_8bit) and not device.startswith("cuda"):
         flag = "--load-in-4bit" if load_in_4bit else "--load-in-8bit"
@@ -91,22 +95,35 @@ def load_model(spec, device="auto", dtype="auto", load_in_4bit=False, load_in_8b
     return model, tokenizer, path.name if path.exists() else spec
 
 
+def cache_kwarg(model):
+    """The name forward() takes the KV cache by: transformers 5 renamed past_key_values to cache."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def output_cache(out):
+    return getattr(out, "cache", None) or out.past_key_values
+
+
 class TransformersScorer(LabelScorer):
     backend = "transformers"
 
     def __init__(self, model, name=None, device="auto", dtype="auto", load_in_4bit=False, load_in_8bit=False,
-                 adapter=None, batch_size=16):
+                 adapter=None, batch_size=16, loaded=None):
+        """MODEL is loaded with load_model, unless LOADED gives an already loaded (model, tokenizer)."""
         self.torch, _ = _torch()
-        self.model, self.tokenizer, loaded_name = load_model(model, device, dtype, load_in_4bit, load_in_8bit,
-                                                             adapter)
+        if loaded is None:
+            self.model, self.tokenizer, loaded_name = load_model(model, device, dtype, load_in_4bit, load_in_8bit,
+                                                                 adapter)
+        else:
+            (self.model, self.tokenizer), loaded_name = loaded, str(model)
         self.name = name or loaded_name
         self.device = self.model.device
         self.batch_size = batch_size
         self.label_ids = {task: first_label_tokens(self.tokenize, task) for task in LABELS}
         self.max_len = getattr(self.model.config, "max_position_embeddings", None) or 1 << 30
         # transformers 5 renamed past_key_values to cache; older releases know only the former.
-        params = inspect.signature(self.model.forward).parameters
-        self.cache_arg = "cache" if "cache" in params else "past_key_values"
+        self.cache_arg = cache_kwarg(self.model)
 
     def tokenize(self, text):
         return self.tokenizer(text, add_special_tokens=True)["input_ids"]
@@ -138,8 +155,7 @@ class TransformersScorer(LabelScorer):
             prefix_cache = None
             if common:
                 prefix = torch.tensor([ids[0][:common]], device=self.device)
-                out = self.model(input_ids=prefix, use_cache=True)
-                prefix_cache = getattr(out, "cache", None) or out.past_key_values
+                prefix_cache = output_cache(self.model(input_ids=prefix, use_cache=True))
             for start in range(0, len(ids), self.batch_size):
                 rows = [x[common:] for x in ids[start:start + self.batch_size]]
                 width = max(map(len, rows))

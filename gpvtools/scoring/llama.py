@@ -24,8 +24,10 @@ class LlamaCppScorer(LabelScorer):
 
         self._llama_cpp = llama_cpp
         kwargs = {"lora_path": lora_path} if lora_path else {}
+        if n_threads:  # else llama-cpp-python's default: half the cores, which degrades least under load
+            kwargs["n_threads"] = kwargs["n_threads_batch"] = n_threads
         self.llm = load_llama(model_path, n_ctx=n_ctx, n_batch=512, logits_all=False, n_gpu_layers=n_gpu_layers,
-                              n_threads=n_threads or os.cpu_count(), **kwargs)
+                              **kwargs)
         self.name = name or os.path.basename(str(model_path))
         self.n_ctx = n_ctx
         self.reuse_cache = reuse_cache

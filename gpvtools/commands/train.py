@@ -1,0 +1,172 @@
+"""gpv-train: fine-tune a scorer (a ValueLlama) on labelled value data (paper App. A)."""
+
+import os
+import random
+import sys
+from pathlib import Path
+
+import click
+import orjson
+
+from .. import values as values_mod
+from ..errors import GpvError, UsageError
+from ..models import BUILTIN, builtin_gguf
+from ..stream import CONTEXT_SETTINGS, guarded, note
+from ..training import data as data_mod
+from ..training.trainer import DEFAULT_TARGETS, TrainConfig, config_dict, evaluate, prepare, train
+
+
+def _values_list(spec):
+    if spec is None:
+        return None
+    if spec.startswith("@"):
+        return [v.strip() for v in Path(spec[1:]).read_text(encoding="utf-8").splitlines() if v.strip()]
+    return [v.strip() for v in spec.split(",") if v.strip()]
+
+
+def run(o):
+    out = Path(o["output"])
+    quiet = o["quiet"]
+
+    def say(message):
+        if not quiet:
+            note("gpv-train", message)
+
+    # Everything about the data is checked before a model is loaded or a step is taken.
+    dataset = data_mod.merge([data_mod.read(p, o["format"]) for p in o["data"]])
+    keep = values_mod.resolve(o["keep_values"]) if o["keep_values"] else []
+    holdout = data_mod.choose_holdout(dataset, o["holdout"], o["seed"], keep, _values_list(o["holdout_values"]))
+    train_examples, test_examples = data_mod.split(dataset, holdout, o["seed"])
+    if not train_examples:
+        raise GpvError("no training example is left after holding out the held-out values")
+    out.mkdir(parents=True, exist_ok=True)
+    data_mod.write_jsonl(out / "heldout.jsonl", test_examples)
+    (out / "split.json").write_bytes(orjson.dumps(
+        {"heldout_values": holdout, "seed": o["seed"], "train_examples": len(train_examples),
+         "heldout_examples": len(test_examples), "data": [str(p) for p in o["data"]]}, option=orjson.OPT_INDENT_2))
+    say(f"{len(train_examples)} training examples; {len(holdout)} values held out "
+        f"({len(test_examples)} held-out examples in {out / 'heldout.jsonl'})")
+
+    from ..scoring.hf import TransformersScorer, load_model
+
+    if o["threads"]:
+        import torch
+
+        torch.set_num_threads(o["threads"])
+
+    base = builtin_gguf() if o["base"] == BUILTIN else o["base"]
+    model, tokenizer, base_name = load_model(base, o["device"], "float32" if o["device"] != "cuda" else "auto",
+                                             load_in_4bit=o["load_in_4bit"])
+    cfg = TrainConfig(epochs=o["epochs"], batch_size=o["batch_size"], accumulation=o["accumulation"],
+                      learning_rate=o["lr"], lora_r=o["lora_r"], lora_alpha=o["lora_alpha"], lora_layers=o["lora_layers"],
+                      targets=tuple(o["targets"].split(",")), full=o["full"], seed=o["seed"], bf16=not o["no_bf16"],
+                      save_every=o["save_every"], max_steps=o["max_steps"])
+    random.seed(cfg.seed)
+    model = prepare(model, cfg, quantized=o["load_in_4bit"])
+    stats = train(model, tokenizer, train_examples, cfg, out, resume=o["resume"], progress=not quiet)
+    report = {"base": str(base), "config": config_dict(cfg), "training": stats, "heldout_values": holdout}
+    if cfg.full:
+        model.save_pretrained(out / "model", safe_serialization=True)
+        tokenizer.save_pretrained(out / "model")
+    else:
+        model.save_pretrained(out / "adapter", safe_serialization=True)
+        report["adapter"] = str(out / "adapter")
+        if not o["no_gguf"]:
+            from peft import get_peft_model_state_dict
+
+            from ..training.gguf_export import export_lora
+
+            export_lora(get_peft_model_state_dict(model), model.config, cfg.lora_alpha, out / "adapter.gguf")
+            report["gguf_adapter"] = str(out / "adapter.gguf")
+        if o["merge"]:
+            merged = model.merge_and_unload()
+            merged.save_pretrained(out / "merged", safe_serialization=True)
+            tokenizer.save_pretrained(out / "merged")
+            model = merged
+            report["merged"] = str(out / "merged")
+    say("evaluating on the held-out values")
+    scorer = TransformersScorer(base_name, name="trained", loaded=(model, tokenizer))
+    report["heldout"] = {"transformers": evaluate(scorer, test_examples)}
+    if report.get("gguf_adapter") and str(base).endswith(".gguf"):
+        from ..scoring.llama import LlamaCppScorer
+
+        lcpp = LlamaCppScorer(base, lora_path=report["gguf_adapter"])
+        report["heldout"]["llama-cpp"] = evaluate(lcpp, test_examples)
+        lcpp.close()
+    (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    sys.stdout.buffer.write(orjson.dumps(report) + b"\n")
+    return 0
+
+
+@click.command(name="gpv-train", context_settings=CONTEXT_SETTINGS)
+@click.argument("data", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), metavar="DIR",
+              help="Where the adapter, its GGUF, the held-out split, checkpoints and report.json go.")
+@click.option("--base", default=BUILTIN, show_default=True, envvar="GPV_TRAIN_BASE", metavar="MODEL",
+              help="Base model: builtin (SmolLM2-135M GGUF), a .gguf file, a Hugging Face directory or hub id.")
+@click.option("--format", "fmt", type=click.Choice(["auto", "valuebench", "valueprism", "jsonl"]), default="auto",
+              show_default=True, help="Format of DATA (auto: from the header or the .jsonl suffix).")
+@click.option("--holdout", type=click.IntRange(min=0), default=50, show_default=True,
+              help="Values held out, with all their items, for evaluation (paper: 50).")
+@click.option("--holdout-values", metavar="LIST|@FILE", help="Hold out exactly these values instead of drawing.")
+@click.option("--keep-values", metavar="SPEC", help="Values never held out (a system name or list, as gpv-score's "
+                                                      "--values).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split, negatives and training.")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True,
+              help="Passes over the training examples (paper: 4).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Examples per forward pass.")
+@click.option("--accumulation", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Forward passes per optimizer step: the effective batch is batch-size × accumulation "
+                   "(paper: 128).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-4, show_default=True,
+              help="Peak learning rate (linear warm-up over 5% of steps, then linear decay).")
+@click.option("--lora-r", type=click.IntRange(min=1), default=16, show_default=True, help="LoRA rank.")
+@click.option("--lora-alpha", type=click.IntRange(min=1), default=32, show_default=True, help="LoRA alpha.")
+@click.option("--lora-layers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Adapt only the last N layers (0: all); training is faster as backward stops below them.")
+@click.option("--targets", default=",".join(DEFAULT_TARGETS), show_default=True,
+              help="Module names LoRA adapts.")
+@click.option("--full", is_flag=True, help="Full fine-tuning instead of LoRA (writes DIR/model).")
+@click.option("--load-in-4bit", is_flag=True, help="QLoRA: the base in 4-bit NF4 via bitsandbytes (CUDA).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--no-bf16", is_flag=True, help="Train in float32 instead of bf16 autocast.")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="CPU threads for torch [default: torch's]; 1 is best when other work shares the cores.")
+@click.option("--save-every", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Optimizer steps between checkpoints (DIR/checkpoint).")
+@click.option("--max-steps", type=click.IntRange(min=0), default=0, help="Stop after this many optimizer steps.")
+@click.option("--resume", is_flag=True, help="Go on from DIR/checkpoint after an interruption.")
+@click.option("--merge", is_flag=True, help="Also write the base with the adapter merged in (DIR/merged).")
+@click.option("--no-gguf", is_flag=True, help="Do not write the GGUF LoRA adapter (DIR/adapter.gguf).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress or notes on stderr.")
+@click.option("-v", "--verbose", is_flag=True, envvar="GPV_DEBUG", help="Tracebacks for errors.")
+def main(**o):
+    """Fine-tune a scorer on the relevance and valence tasks.
+
+    Reads labelled value data — ValueBench's CSV (questionnaire,item,value,agreement), ValuePrism's
+    relevance or valence CSV (situation,vrd,text,label), or JSONL of text,value,task,label — and builds
+    the two tasks as the paper does: relevance pairs each item with its own value ("yes") and with as
+    many other values ("no"); valence labels an item "support" (agreement +1) or "oppose" (-1). The
+    prompts are exactly gpv-score's. --holdout values and all their items never enter training; they
+    are written to DIR/heldout.jsonl and the model's accuracy on them goes to DIR/report.json and stdout.
+
+    Training is LoRA on the label token's loss (QLoRA with --load-in-4bit on CUDA, or --full), with
+    checkpoints in DIR/checkpoint so that --resume goes on after an interruption. The result is a peft
+    adapter (DIR/adapter), its GGUF LoRA form for llama.cpp (DIR/adapter.gguf, to apply on the base
+    GGUF: gpv-score -m BASE.gguf --adapter DIR/adapter.gguf) and, with --merge, a merged model.
+    """
+    o["data"] = list(o["data"])
+    o["format"] = o.pop("fmt")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    def work():
+        if o["full"] and o["load_in_4bit"]:
+            raise UsageError("--full and --load-in-4bit exclude each other")
+        return run(o)
+
+    guarded("gpv-train", o["verbose"], work)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""gpv-train's library: data, the training loop, GGUF export."""

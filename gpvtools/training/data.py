@@ -1,0 +1,224 @@
+"""Labelled value data for gpv-train: reading three formats, building the two tasks, the held-out split.
+
+Formats (detected from the header, or named with --format):
+  valuebench  CSV questionnaire,item,value,agreement[,…] (ValueBench's value_orientation.csv)
+  valueprism  CSV situation,vrd,text,label — ValuePrism's relevance or valence configuration
+              (relevance labels yes/no, 1/0, relevant/irrelevant; valence supports/opposes/either)
+  jsonl       one {"text", "value", "task", "label"} object a line, labels as gpv-score's
+Examples are (text, value, task, label) with label in the task's label words (scoring.LABELS).
+"""
+
+import csv
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import orjson
+
+from ..errors import GpvError
+from ..scoring import LABELS, RELEVANCE, VALENCE
+
+VALUEBENCH_COLUMNS = ("questionnaire", "item", "value", "agreement")
+VALUEPRISM_COLUMNS = ("situation", "vrd", "text", "label")
+_PRISM_LABELS = {
+    "yes": (RELEVANCE, "yes"), "no": (RELEVANCE, "no"), "1": (RELEVANCE, "yes"), "0": (RELEVANCE, "no"),
+    "relevant": (RELEVANCE, "yes"), "irrelevant": (RELEVANCE, "no"), "true": (RELEVANCE, "yes"),
+    "false": (RELEVANCE, "no"),
+    "supports": (VALENCE, "support"), "support": (VALENCE, "support"), "opposes": (VALENCE, "oppose"),
+    "oppose": (VALENCE, "oppose"), "either": (VALENCE, "either"),
+}
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    value: str
+    task: str
+    label: str
+
+    def as_record(self):
+        return asdict(self)
+
+
+@dataclass
+class Item:
+    """A ValueBench item: a text measuring one value, agreeing (+1) or disagreeing (-1) with it."""
+
+    text: str
+    value: str
+    agreement: int
+
+
+@dataclass
+class Dataset:
+    items: list        # ValueBench-style items: both tasks are built from them
+    examples: list     # ready examples (ValuePrism, JSONL), used as they are
+
+
+def _read_csv(path):
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            return list(reader.fieldnames or []), list(reader)
+    except OSError as e:
+        raise GpvError(f"{path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise GpvError(f"{path} is not UTF-8 text") from None
+
+
+def detect_format(path):
+    path = Path(path)
+    if path.suffix in (".jsonl", ".json"):
+        return "jsonl"
+    header, _ = _read_csv(path)
+    if all(c in header for c in VALUEBENCH_COLUMNS):
+        return "valuebench"
+    if all(c in header for c in VALUEPRISM_COLUMNS):
+        return "valueprism"
+    raise GpvError(f"{path}: unknown columns {', '.join(header) or '(none)'}; expected ValueBench's "
+                   f"{','.join(VALUEBENCH_COLUMNS)} or ValuePrism's {','.join(VALUEPRISM_COLUMNS)} "
+                   f"(or a .jsonl of text,value,task,label)")
+
+
+def read(path, fmt="auto"):
+    """A Dataset from one file; every problem names the file, the row and the column."""
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    if fmt == "valuebench":
+        return Dataset(_read_valuebench(path), [])
+    if fmt == "valueprism":
+        return Dataset([], _read_valueprism(path))
+    return Dataset([], _read_jsonl(path))
+
+
+def _require(path, header, columns):
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise GpvError(f"{path}: missing column(s) {', '.join(missing)}; it has {', '.join(header) or '(none)'}")
+
+
+def _read_valuebench(path):
+    header, rows = _read_csv(path)
+    _require(path, header, VALUEBENCH_COLUMNS)
+    items = []
+    for row_no, row in enumerate(rows, 2):
+        text, value = (row["item"] or "").strip(), (row["value"] or "").strip()
+        if not text or not value:
+            raise GpvError(f"{path}: row {row_no}: empty {'item' if not text else 'value'}")
+        try:
+            agreement = int(float(row["agreement"]))
+        except (TypeError, ValueError):
+            agreement = None
+        if agreement not in (1, -1):
+            raise GpvError(f"{path}: row {row_no}: agreement must be 1 or -1, not '{row['agreement']}'")
+        items.append(Item(text, value, agreement))
+    return items
+
+
+def _read_valueprism(path):
+    header, rows = _read_csv(path)
+    _require(path, header, VALUEPRISM_COLUMNS)
+    examples = []
+    for row_no, row in enumerate(rows, 2):
+        label = (row["label"] or "").strip().lower()
+        if label not in _PRISM_LABELS:
+            raise GpvError(f"{path}: row {row_no}: label '{row['label']}' is neither a relevance label "
+                           f"(yes/no, 1/0) nor a valence label (supports/opposes/either)")
+        task, word = _PRISM_LABELS[label]
+        text, value = (row["situation"] or "").strip(), (row["text"] or "").strip()
+        if not text or not value:
+            raise GpvError(f"{path}: row {row_no}: empty {'situation' if not text else 'text'}")
+        examples.append(Example(text, value, task, word))
+    return examples
+
+
+def _read_jsonl(path):
+    examples = []
+    try:
+        lines = Path(path).read_bytes().splitlines()
+    except OSError as e:
+        raise GpvError(f"{path}: {e.strerror}") from None
+    for line_no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            r = orjson.loads(line)
+        except orjson.JSONDecodeError as e:
+            raise GpvError(f"{path}: line {line_no}: invalid JSON: {e.msg}") from None
+        if not isinstance(r, dict):
+            raise GpvError(f"{path}: line {line_no}: expected a JSON object")
+        for field in ("text", "value", "task", "label"):
+            if not isinstance(r.get(field), str) or not r[field].strip():
+                raise GpvError(f"{path}: line {line_no}: field '{field}' must be a non-empty string")
+        if r["task"] not in LABELS:
+            raise GpvError(f"{path}: line {line_no}: task '{r['task']}' is not relevance or valence")
+        if r["label"] not in LABELS[r["task"]]:
+            raise GpvError(f"{path}: line {line_no}: label '{r['label']}' is outside the {r['task']} task's labels "
+                           f"({', '.join(LABELS[r['task']])})")
+        examples.append(Example(r["text"], r["value"], r["task"], r["label"]))
+    return examples
+
+
+def merge(datasets):
+    items = [i for d in datasets for i in d.items]
+    examples = [e for d in datasets for e in d.examples]
+    if not items and not examples:
+        raise GpvError("the training data holds no example")
+    return Dataset(items, examples)
+
+
+def all_values(dataset):
+    seen = {}
+    for x in dataset.items + dataset.examples:
+        seen[x.value] = None
+    return list(seen)
+
+
+def choose_holdout(dataset, n, seed, keep=(), given=None):
+    """The held-out values: GIVEN, or N drawn with SEED from the values not in KEEP."""
+    values = all_values(dataset)
+    if given is not None:
+        unknown = [v for v in given if v not in values]
+        if unknown:
+            raise GpvError(f"held-out value(s) not in the data: {', '.join(unknown)}")
+        return list(given)
+    pool = sorted(v for v in values if v not in set(keep))
+    if n > len(pool):
+        raise GpvError(f"cannot hold out {n} values: only {len(pool)} can be held out")
+    return sorted(random.Random(seed).sample(pool, n))
+
+
+def build_examples(items, values, rng):
+    """Relevance: each item with its value 'yes' and with a random other value 'no' (as many 'no' as 'yes');
+    valence: 'support' for agreement +1, 'oppose' for -1 (paper App. A)."""
+    own = {}
+    for it in items:
+        own.setdefault(it.text, set()).add(it.value)
+    out = []
+    for it in items:
+        out.append(Example(it.text, it.value, RELEVANCE, "yes"))
+        others = [v for v in values if v not in own[it.text]]
+        if others:
+            out.append(Example(it.text, rng.choice(others), RELEVANCE, "no"))
+        out.append(Example(it.text, it.value, VALENCE, "support" if it.agreement > 0 else "oppose"))
+    return out
+
+
+def split(dataset, holdout_values, seed):
+    """(train examples, held-out examples). Held-out values and every item text measuring one never train."""
+    held = set(holdout_values)
+    held_texts = {it.text for it in dataset.items if it.value in held}
+    train_items = [it for it in dataset.items if it.value not in held and it.text not in held_texts]
+    test_items = [it for it in dataset.items if it.value in held]
+    rng = random.Random(seed)
+    train_values = sorted({it.value for it in train_items})
+    train = build_examples(train_items, train_values, rng)
+    test = build_examples(test_items, sorted(held), rng)
+    train += [e for e in dataset.examples if e.value not in held and e.text not in held_texts]
+    test += [e for e in dataset.examples if e.value in held]
+    return train, test
+
+
+def write_jsonl(path, examples):
+    with open(path, "wb") as f:
+        for e in examples:
+            f.write(orjson.dumps(e.as_record()) + b"\n")
