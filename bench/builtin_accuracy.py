@@ -5,8 +5,8 @@
 The held-out examples are rebuilt from ValueBench (../shared) with the split the built-in model was
 trained with (its 50 held-out values and seed, in gpvtools/data/builtin/model.json): for each
 held-out item, relevance "yes" for its own value and "no" for a drawn other held-out value, and
-valence support/oppose from its agreement. Each item text goes through `gpv-score --values
-@heldout-values --valence all`; accuracy is read off the labelled pairs.
+valence support/oppose from its agreement. Each item goes through `gpv-score --values-field gold
+--valence all`, scored on exactly its labelled values; accuracy is read off those pairs.
 """
 
 import argparse
@@ -32,12 +32,14 @@ def heldout_examples(valuebench):
     return card, test
 
 
-def score(backend, texts, values_file, workdir):
+def score(backend, gold, workdir):
+    """{text: {value: result}} from gpv-score, each text scored on its own labelled values."""
     inp = Path(workdir) / "items.jsonl"
-    inp.write_bytes(b"".join(orjson.dumps({"id": str(i), "perception": t}) + b"\n" for i, t in enumerate(texts)))
-    cmd = ["gpv-score", "-q", "-b", backend, "--values", f"@{values_file}", "--valence", "all", str(inp)]
+    inp.write_bytes(b"".join(orjson.dumps({"id": str(i), "perception": t, "gold": v}) + b"\n"
+                             for i, (t, v) in enumerate(gold.items())))
+    cmd = ["gpv-score", "-q", "-b", backend, "--values-field", "gold", "--valence", "all", str(inp)]
     out = subprocess.run(cmd, capture_output=True, check=True).stdout
-    return [orjson.loads(line)["values"] for line in out.splitlines()]
+    return {r["perception"]: r["values"] for r in map(orjson.loads, out.splitlines())}
 
 
 def accuracy(examples, results_by_text):
@@ -59,18 +61,19 @@ def main():
     parser.add_argument("--backends", default="llama-cpp,transformers")
     args = parser.parse_args()
     card, examples = heldout_examples(args.valuebench)
-    texts = list(dict.fromkeys(e.text for e in examples))
+    gold = {}
+    for e in examples:
+        gold.setdefault(e.text, []).append(e.value)
+    gold = {t: list(dict.fromkeys(v)) for t, v in gold.items()}
     print(f"built-in scorer: {card['base']}")
-    print(f"held-out: {len(card['heldout_values'])} values, {len(texts)} items, {len(examples)} labelled pairs")
+    print(f"held-out: {len(card['heldout_values'])} values, {len(gold)} items, {len(examples)} labelled examples")
     decisions = {}
     with tempfile.TemporaryDirectory() as tmp:
-        values_file = Path(tmp) / "values.txt"
-        values_file.write_text("\n".join(card["heldout_values"]) + "\n", encoding="utf-8")
         print(f"{'backend':<14} {'relevance':>10} {'valence':>10}")
         for backend in args.backends.split(","):
-            results = dict(zip(texts, score(backend, texts, values_file, tmp)))
+            results = score(backend, gold, tmp)
             acc = accuracy(examples, results)
-            decisions[backend] = [results[t][v]["relevance"] > 0.5 for t in texts for v in card["heldout_values"]]
+            decisions[backend] = [results[t][v]["relevance"] > 0.5 for t, vs in gold.items() for v in vs]
             print(f"{backend:<14} {acc['relevance'][0]:>9.1%} {acc['valence'][0]:>9.1%}   "
                   f"(n = {acc['relevance'][1]} and {acc['valence'][1]})")
     if len(decisions) == 2:

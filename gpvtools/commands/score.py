@@ -71,26 +71,44 @@ def build_scorer(o):
 class ScoreStage(Stage):
     command = "gpv-score"
 
-    def __init__(self, scorer, value_names, text_field, id_field, batch_size):
+    def __init__(self, scorer, value_names, text_field, id_field, batch_size, values_field=None):
         self.scorer, self.values = scorer, value_names
         self.text_field, self.id_field, self.batch_size = text_field, id_field, batch_size
+        self.values_field = values_field
         self.tag = f"{scorer.backend}:{scorer.name}"
+
+    def validate(self, entry):
+        super().validate(entry)
+        if self.values_field is not None:
+            own = entry.record.get(self.values_field)
+            if isinstance(own, str):
+                own = [own]
+            if not isinstance(own, list) or not own or not all(isinstance(v, str) and v for v in own):
+                raise BadRecord(f"field '{self.values_field}' must be a value name or a list of them", entry.line,
+                                entry.record)
 
     def _outputs(self, entry, result):
         return [derive(entry.record, entry.key, **{RESULT_FIELD: result, "scorer": self.tag})]
 
+    def _values_of(self, entry):
+        if self.values_field is None:
+            return self.values
+        own = entry.record[self.values_field]
+        return [own] if isinstance(own, str) else list(dict.fromkeys(own))
+
     def _measure(self, batch):
         """Score a batch; a bad record in it is found by scoring one at a time and marked on its entry."""
-        texts = [e.record[self.text_field] for e in batch]
-        try:
-            return dict(zip(map(id, batch), self.scorer.measure(texts, self.values)))
-        except BadRecord:
-            if len(batch) == 1:
-                raise
+        if self.values_field is None:
+            texts = [e.record[self.text_field] for e in batch]
+            try:
+                return dict(zip(map(id, batch), self.scorer.measure(texts, self.values)))
+            except BadRecord:
+                if len(batch) == 1:
+                    raise
         results = {}
         for entry in batch:
             try:
-                results[id(entry)] = self.scorer.measure([entry.record[self.text_field]], self.values)[0]
+                results[id(entry)] = self.scorer.measure([entry.record[self.text_field]], self._values_of(entry))[0]
             except BadRecord as e:
                 entry.error = BadRecord(e.message, entry.line, entry.record)
         return results
@@ -127,6 +145,8 @@ def _list_values(ctx, param, value):
 @click.option("--values", "values_spec", metavar="SPEC", envvar="GPV_VALUES",
               help="Value system (schwartz, vsm, lvi, nfcc, all), a comma list of values, or @FILE with one "
                    "value a line.  [default: schwartz; for a lexicon, its categories]")
+@click.option("--values-field", metavar="FIELD",
+              help="Score each record on the values named in its own FIELD (a name or a list) instead of --values.")
 @click.option("--list-values", is_flag=True, expose_value=False, is_eager=True, callback=_list_values,
               help="Print the built-in value systems and exit.")
 @click.option("-m", "--model", default=BUILTIN, show_default=True, envvar="GPV_MODEL", metavar="MODEL",
@@ -168,7 +188,7 @@ def _list_values(ctx, param, value):
 @click.option("--retries", type=click.IntRange(min=0), default=5, show_default=True,
               help="openai: retries on connection errors, 429 and 5xx, with exponential backoff.")
 @stream_options
-def main(stream, text_field, id_field, values_spec, model, backend, adapter, valence_mode, batch_size, device, dtype, load_in_4bit,
+def main(stream, text_field, id_field, values_spec, values_field, model, backend, adapter, valence_mode, batch_size, device, dtype, load_in_4bit,
          load_in_8bit, n_ctx, threads, n_gpu_layers, no_prefix_cache, base_url, api_key, top_logprobs,
          concurrency, timeout, retries):
     """Measure the values in each record's text: relevance, valence and score per value.
@@ -202,7 +222,9 @@ def main(stream, text_field, id_field, values_spec, model, backend, adapter, val
             scorer.check_values(names)
         else:
             names = values_mod.resolve(values_spec or "schwartz", warn)
-        return ScoreStage(scorer, names, text_field, id_field, batch_size)
+        if values_field and values_spec:
+            raise UsageError("--values and --values-field exclude each other")
+        return ScoreStage(scorer, names, text_field, id_field, batch_size, values_field)
 
     run_command("gpv-score", build, stream)
 
