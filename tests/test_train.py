@@ -133,33 +133,40 @@ def test_trained_adapter_is_used_by_gpv_score_on_both_backends(tiny_run, invoke)
     assert np.abs(p[0] - p[2]).max() > 1e-4           # and it changed the model
 
 
-def test_gguf_lora_export_matches_peft_on_a_strong_random_adapter(tmp_path):
-    """A LoRA with random (not zero) B makes big changes; exported to GGUF, llama.cpp must reproduce them."""
+def test_gguf_lora_export_matches_peft_on_a_strong_random_adapter(tmp_path, monkeypatch):
+    """A random LoRA on q and k, exported to GGUF, must move llama.cpp as it moves peft.
+
+    q and k are where the export must permute lora_b's rows as llama.cpp's conversion permutes the
+    weights; the same export without the permutation is the control that shows the test can fail.
+    """
     import torch
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 
     from gpvtools.scoring.hf import TransformersScorer, load_model
     from gpvtools.scoring.llama import LlamaCppScorer
-    from gpvtools.training.gguf_export import export_lora
+    from gpvtools.training import gguf_export
 
     torch.manual_seed(0)
     model, tok, _ = load_model(builtin_gguf(), "cpu")
-    cfg = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
-                     target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-    peft_model = get_peft_model(model, cfg)
-    with torch.no_grad():
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                                                  target_modules=["q_proj", "k_proj"]))
+    with torch.no_grad():  # peft's random B is tiny; make the adapter change the model clearly
         for name, p in peft_model.named_parameters():
             if "lora_B" in name:
-                p.mul_(0.05)
-    export_lora(get_peft_model_state_dict(peft_model), peft_model.config, 8, tmp_path / "a.gguf")
-    pairs = [(s, v) for s in ("I help my neighbours.", "Power is what I want.", "I pray every day.")
-             for v in ("Benevolence", "Power", "Tradition", "Security")]
+                p.copy_(torch.randn_like(p) * 0.1)
+    state = get_peft_model_state_dict(peft_model)
+    pairs = [(s, v) for s in ("I help my neighbours.", "Power is what I want.", "I pray every day.",
+                              "I like new things.") for v in ("Benevolence", "Power", "Tradition", "Security")]
     merged = peft_model.merge_and_unload()
     with_peft = TransformersScorer("x", loaded=(merged, tok)).label_probs("relevance", pairs)[:, 0]
-    with_gguf = LlamaCppScorer(builtin_gguf(), lora_path=str(tmp_path / "a.gguf")).label_probs("relevance", pairs)[:, 0]
-    without = LlamaCppScorer(builtin_gguf()).label_probs("relevance", pairs)[:, 0]
-    assert np.abs(with_gguf - without).mean() > 0.05      # the adapter matters a lot
-    assert np.abs(with_gguf - with_peft).mean() < 0.03    # and llama.cpp applies it as peft does
+    gguf_export.export_lora(state, merged.config, 8, tmp_path / "right.gguf")
+    monkeypatch.setattr(gguf_export, "_PERMUTED", set())
+    gguf_export.export_lora(state, merged.config, 8, tmp_path / "unpermuted.gguf")
+    right, wrong = (LlamaCppScorer(builtin_gguf(), lora_path=str(tmp_path / f)).label_probs("relevance", pairs)[:, 0]
+                    for f in ("right.gguf", "unpermuted.gguf"))
+    # Measured here: 0.025 against 0.147; the bases alone differ by ~0.03 (Q4_1 kernels vs dequantised).
+    assert np.abs(right - with_peft).mean() < 0.05
+    assert np.abs(wrong - with_peft).mean() > 2 * np.abs(right - with_peft).mean()
 
 
 def test_qlora_needs_cuda(tmp_path, invoke, prism_csv):
