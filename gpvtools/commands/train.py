@@ -1,7 +1,6 @@
 """gpv-train: fine-tune a scorer (a ValueLlama) on labelled value data (paper App. A)."""
 
 import os
-import random
 import sys
 from pathlib import Path
 
@@ -61,7 +60,6 @@ def run(o):
                       learning_rate=o["lr"], lora_r=o["lora_r"], lora_alpha=o["lora_alpha"], lora_layers=o["lora_layers"],
                       targets=tuple(o["targets"].split(",")), full=o["full"], seed=o["seed"], bf16=not o["no_bf16"],
                       save_every=o["save_every"], max_steps=o["max_steps"])
-    random.seed(cfg.seed)
     model = prepare(model, cfg, quantized=o["load_in_4bit"])
     stats = train(model, tokenizer, train_examples, cfg, out, resume=o["resume"], progress=not quiet)
     report = {"base": str(base), "config": config_dict(cfg), "training": stats, "heldout_values": holdout}

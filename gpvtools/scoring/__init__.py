@@ -43,6 +43,16 @@ def renormalise(logits):
     return z / z.sum(axis=-1, keepdims=True)
 
 
+def shared_prefix(seqs):
+    """How many leading tokens all of SEQS share, leaving each at least its last token to evaluate."""
+    common = min(len(x) for x in seqs) - 1
+    first = seqs[0]
+    for k in range(common):
+        if any(x[k] != first[k] for x in seqs):
+            return k
+    return common
+
+
 def first_label_tokens(tokenize, task):
     """Each label's first token as the tokenizer splits it right after the prompt ("Output:\\n").
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadRecord, GpvError, MissingDependency
-from . import LABELS, LabelScorer, first_label_tokens, prompt
+from . import LABELS, LabelScorer, first_label_tokens, prompt, shared_prefix
 
 
 def _torch():
@@ -145,11 +145,7 @@ class TransformersScorer(LabelScorer):
 
     def _probs_sharing_prefix(self, ids, label_ids):
         torch = self.torch
-        common = min(len(x) for x in ids) - 1
-        for k in range(common):
-            if any(x[k] != ids[0][k] for x in ids):
-                common = k
-                break
+        common = shared_prefix(ids)
         results = []
         with torch.inference_mode():
             prefix_cache = None

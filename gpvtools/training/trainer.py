@@ -10,13 +10,13 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import GpvError
-from ..scoring import LABELS, RELEVANCE, VALENCE, first_label_tokens, prompt
+from ..scoring import LABELS, RELEVANCE, VALENCE, first_label_tokens, prompt, shared_prefix
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -38,7 +38,6 @@ class TrainConfig:
     bf16: bool = True             # bf16 autocast (CPU and CUDA)
     save_every: int = 20          # optimizer steps between checkpoints
     max_steps: int = 0            # stop early (0: all epochs); for smoke runs
-    extra: dict = field(default_factory=dict)
 
 
 class Progress:
@@ -93,11 +92,7 @@ def label_logits(model, torch, rows, pad_id, device, cache_arg):
     """
     from ..scoring.hf import output_cache
 
-    common = min(len(r) for r, _, _ in rows) - 1
-    for k in range(common):
-        if any(r[k] != rows[0][0][k] for r, _, _ in rows):
-            common = k
-            break
+    common = shared_prefix([r for r, _, _ in rows])
     cache = None
     if common:
         prefix = torch.tensor([rows[0][0][:common]], device=device)
