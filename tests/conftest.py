@@ -34,3 +34,38 @@ def invoke():
         return CliRunner().invoke(command, args, input=input, catch_exceptions=False)
 
     return run
+
+
+# Perceptions for the scoring tests: real sentences from the blog posts, picked the same way every run.
+import re  # noqa: E402
+
+import orjson  # noqa: E402
+
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def blog_sentences(path, n, per_post=2, min_words=5, max_words=40):
+    """The first N distinct sentences of MIN..MAX words, at most PER_POST from each post, in file order.
+
+    bench/score.py picks its perceptions by the same rule (kept in step by hand).
+    """
+    out, seen = [], set()
+    for line in Path(path).read_bytes().splitlines():
+        taken = 0
+        for sentence in SENTENCE_END.split(orjson.loads(line)["text"]):
+            sentence = " ".join(sentence.split())
+            if min_words <= len(sentence.split()) <= max_words and sentence not in seen and taken < per_post:
+                seen.add(sentence)
+                out.append(sentence)
+                taken += 1
+                if len(out) == n:
+                    return out
+    return out
+
+
+@pytest.fixture(scope="session")
+def sentences(posts_path):
+    """200 perception-sized sentences from the blog posts (tests take the first k)."""
+    found = blog_sentences(posts_path, 200)
+    assert len(found) == 200
+    return found

