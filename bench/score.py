@@ -24,14 +24,12 @@ spinning thread barriers of llama.cpp and torch make both 20-40x slower (measure
 
 import argparse
 import os
-import re
 import resource
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -39,28 +37,10 @@ sys.path.insert(0, str(ROOT))
 from gpvtools.models import builtin_gguf  # noqa: E402
 from gpvtools.scoring import LABELS, RELEVANCE, THRESHOLD, VALENCE, first_label_tokens, prompt  # noqa: E402
 from gpvtools.values import system  # noqa: E402
+from tests.conftest import blog_sentences  # noqa: E402  (the same perceptions the tests score)
 
 DEFAULT_POSTS = ROOT.parent / "shared" / "data" / "blogs" / "posts-dev.jsonl"
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 BATCH = 8  # gpv-score's default --batch-size, and the reference method's batch
-
-
-def blog_sentences(path, n, per_post=2, min_words=5, max_words=40):
-    """The first N distinct sentences of MIN..MAX words, at most PER_POST from each post, in file order."""
-    out, seen = [], set()
-    for line in Path(path).read_bytes().splitlines():
-        taken = 0
-        for sentence in SENTENCE_END.split(orjson.loads(line)["text"]):
-            sentence = " ".join(sentence.split())
-            if min_words <= len(sentence.split()) <= max_words and sentence not in seen and taken < per_post:
-                seen.add(sentence)
-                out.append(sentence)
-                taken += 1
-                if len(out) == n:
-                    return out
-    return out
-
-
 def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

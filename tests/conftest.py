@@ -47,7 +47,7 @@ SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 def blog_sentences(path, n, per_post=2, min_words=5, max_words=40):
     """The first N distinct sentences of MIN..MAX words, at most PER_POST from each post, in file order.
 
-    bench/score.py picks its perceptions by the same rule (kept in step by hand).
+    bench/score.py imports this, so the benchmark scores the perceptions the tests do.
     """
     out, seen = [], set()
     for line in Path(path).read_bytes().splitlines():
