@@ -6,11 +6,6 @@ server started here on 127.0.0.1. The perceptions are real blog sentences (tests
 """
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import numpy as np
 import orjson
@@ -19,6 +14,8 @@ import pytest
 from gpvtools.commands import score
 from gpvtools.models import builtin_gguf
 from gpvtools.scoring import RELEVANCE, VALENCE, prompt
+
+from .servers import start_llama_server, stop_server
 
 GGUF = builtin_gguf()
 # One thread per library: on 2 cores beside any other busy process, llama.cpp's and torch's spinning
@@ -103,48 +100,11 @@ def test_transformers_agrees_with_llama_cpp(llama, llama_rel, pairs):
 
 # --- llama-cpp-python's server, as the openai backend meets it -----------------------------------------------
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(log_path, *flags):
-    """A llama_cpp.server on a free port, answering /v1/models, or a failure showing its log."""
-    port = free_port()
-    log = open(log_path, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", GGUF, "--host", "127.0.0.1",
-                             "--port", str(port), "--n_ctx", "2048",
-                             "--n_threads", str(THREADS), "--n_threads_batch", str(THREADS), *flags], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/models", timeout=2) as r:
-                if r.status == 200:
-                    return proc, url, log
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_server(proc, log)
-            pytest.fail(f"llama_cpp.server did not come up on {url} within 60 s:\n{log_path.read_text()[-2000:]}")
-        time.sleep(0.25)
-
-
-def stop_server(proc, log):
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
-
-
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     """The base URL of a llama-cpp-python server with logits for every token (what echo needs)."""
-    proc, url, log = start_server(tmp_path_factory.mktemp("server") / "server.log", "--logits_all", "true")
+    proc, url, log = start_llama_server(tmp_path_factory.mktemp("server") / "server.log", "--logits_all", "true",
+                                        threads=THREADS)
     yield url
     stop_server(proc, log)
 
@@ -215,7 +175,7 @@ def test_server_without_logits_for_every_token(tmp_path, invoke):
     It answers 500 with its own reason, which gpv-score passes on (remote.py's "returned no logprobs"
     is for servers that answer without them).
     """
-    proc, url, log = start_server(tmp_path / "server.log", "--logits_all", "false")
+    proc, url, log = start_llama_server(tmp_path / "server.log", "--logits_all", "false", threads=THREADS)
     try:
         result = invoke(score.main, ["-b", "openai", "--base-url", url, "--retries", "0"],
                         b'{"id": "x", "perception": "I help."}\n')

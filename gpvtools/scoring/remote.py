@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..errors import BadRecord, GpvError, MissingDependency
+from ..llm.chat import message_of as _message
 from . import LABELS, LabelScorer, prompt, renormalise
 
 
@@ -55,15 +56,10 @@ class OpenAIScorer(LabelScorer):
             raise GpvError(f"the server at {self.base_url} answered {e.status_code}: {_message(e)}") from None
 
     def _only_model(self):
-        try:
-            models = [m.id for m in self.client.models.list()]
-        except self.openai.APIConnectionError:
-            raise GpvError(f"cannot reach the server at {self.base_url} (after {self.max_retries} retries)") from None
-        except self.openai.APIError as e:
-            raise GpvError(f"cannot list the models at {self.base_url}: {_message(e)}; pass --model") from None
-        if len(models) != 1:
-            raise GpvError(f"the server at {self.base_url} serves {len(models)} models; pick one with --model")
-        return models[0]
+        from ..llm.chat import only_model
+
+        return only_model(self.client, self.base_url, self.openai, lambda e: GpvError(
+            f"cannot reach the server at {self.base_url} (after {self.max_retries} retries)"))
 
     def _echo(self, text, start):
         """(token strings, logprobs) of TEXT from position START (a character offset) on."""
@@ -102,13 +98,6 @@ class OpenAIScorer(LabelScorer):
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             rows = list(pool.map(lambda p: self._pair(task, *p), pairs))
         return np.array(rows)
-
-
-def _message(error):
-    body = getattr(error, "body", None)
-    if isinstance(body, dict):
-        return str(body.get("message") or body.get("error") or body)[:300]
-    return str(error).splitlines()[0][:300]
 
 
 def from_env(base_url=None, api_key=None, model=None, **kwargs):

@@ -1,0 +1,198 @@
+"""Parsing text into perceptions (paper §3.3, App. B.1): the prompt, the reply's validation, a non-LLM fallback.
+
+A perception is a value-laden, atomic, self-contained statement about the measured subject. The
+default prompt is the paper's Prompt 2 with its few-shot example, given as the system message;
+the chunk goes in the user message in the example's form, `Text: "…"`.
+"""
+
+import json
+import re
+
+from .errors import BadRecord
+
+# Paper App. B.1, Prompt 2 (the author as the subject), word for word.
+BACKGROUND = (
+    "[Background]\n"
+    "Human values are the core beliefs that guide our actions and judgments across a variety of situations, "
+    "such as Universalism and Tradition. You are an expert in human values and you will assist the user in "
+    "value measurement. The atomic units of value measurement are perceptions, which are defined by the "
+    "following properties:\n"
+    "- A perception should be value-laden and target the value of the measurement subject ({subject}).\n"
+    "- A perception is atomic, meaning it cannot be further decomposed into smaller units.\n"
+    "- A perception is well-contextualized and self-contained.\n"
+    "- The composition of all perceptions is comprehensive, ensuring that no related content in the textual "
+    "data is left unmeasured.\n"
+    "---\n"
+    "[Task]\n"
+)
+
+AUTHOR_TASK = (
+    "You help evaluate the values of the text's author. Given a long text, you parse it into the author's "
+    "perceptions. You respond in the following JSON format:\n"
+    '{"perceptions": ["perception 1", "perception 2", ...]}\n'
+    "\n"
+    "[Example]\n"
+    "\n"
+    'Text: "Yesterday, the 5th of August, was the first day of our program for the preparation for perpetual '
+    "vows. I felt so happy to be back in Don Bosco and to meet again my other classmates from the novitiate who "
+    "still remain in religious life. It was also extremely nice to see Fr. Pepe Reinoso, one of my beloved "
+    "Salesian professors at DBCS, who commenced our preparation program with his topic on the Anthropological "
+    'and Psychological Dynamics in the vocation to religious life."\n'
+    "\n"
+    'Your response: {"perceptions": ["Feeling happy to be back in Don Bosco and meeting classmates in the '
+    'novitiate", "Appreciation for Fr. Pepe Reinoso and his teachings on Anthropological and Psychological '
+    'Dynamics in the vocation to the religious life"]}'
+)
+
+# For a named subject (the released code's entity parser does the same job): the paper's task with the
+# author replaced by the subject, and an example of our own in which the writer is not the subject.
+SUBJECT_TASK = (
+    "You help evaluate the values of {subject} as they appear in the text. Given a long text, you parse it "
+    "into {subject}'s perceptions: only what the text shows {subject} to believe, want, do or judge, not the "
+    "views of the writer or of anyone else. You respond in the following JSON format:\n"
+    '{{"perceptions": ["perception 1", "perception 2", ...]}}\n'
+    "If the text says nothing about {subject}'s values, respond {{\"perceptions\": []}}.\n"
+    "\n"
+    "[Example, for a subject named Maria]\n"
+    "\n"
+    'Text: "My sister Maria quit her job at the bank last spring to teach children in our home village. She '
+    "says money never mattered to her as much as being useful to the people she grew up with. I think she is "
+    'wasting her talent."\n'
+    "\n"
+    'Your response: {{"perceptions": ["Maria left a well-paid bank job to teach children in her home village", '
+    '"Maria values being useful to her community more than money"]}}'
+)
+
+EXAMPLE_PERCEPTIONS = [
+    "Feeling happy to be back in Don Bosco and meeting classmates in the novitiate",
+    "Appreciation for Fr. Pepe Reinoso and his teachings on Anthropological and Psychological Dynamics in the "
+    "vocation to the religious life",
+]
+
+
+def schema(max_items=None, max_length=None):
+    """The reply's JSON schema; the bounds keep a small model's grammar-constrained output from running on."""
+    item = {"type": "string"}
+    if max_length:
+        item["maxLength"] = max_length
+    array = {"type": "array", "items": item}
+    if max_items:
+        array["maxItems"] = max_items
+    return {"type": "object", "properties": {"perceptions": array}, "required": ["perceptions"]}
+
+
+SCHEMA = schema()
+
+
+def system_prompt(subject=None, template=None):
+    """The system message: --prompt-file's text (with {subject} filled in), or Prompt 2."""
+    if template is not None:
+        return template.replace("{subject}", subject or "the author")
+    if subject is None:
+        return BACKGROUND.format(subject="the author") + AUTHOR_TASK
+    return BACKGROUND.format(subject=subject) + SUBJECT_TASK.format(subject=subject)
+
+
+def messages(text, subject=None, template=None):
+    return [{"role": "system", "content": system_prompt(subject, template)},
+            {"role": "user", "content": f'Text: "{text}"'}]
+
+
+_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
+
+
+def _candidates(reply):
+    """Texts that may hold the JSON object: the reply, the inside of code fences, from each '{' on."""
+    yield reply
+    for m in _FENCE.finditer(reply):
+        yield m.group(1)
+    decoder = json.JSONDecoder()
+    for m in re.finditer(r"\{", reply):
+        try:
+            obj, _ = decoder.raw_decode(reply, m.start())
+        except json.JSONDecodeError:
+            continue
+        yield obj
+
+
+def read_perceptions(reply):
+    """The list of perceptions in a model's reply, or BadRecord saying what is wrong with it.
+
+    Tolerated: code fences and stray text around one JSON object. Required: {"perceptions": [str, …]}.
+    Blank strings are dropped; surrounding whitespace is trimmed.
+    """
+    if not reply or not reply.strip():
+        raise BadRecord("the model's reply is empty")
+    found = None
+    for candidate in _candidates(reply.strip()):
+        if isinstance(candidate, str):
+            try:
+                candidate = json.loads(candidate)
+            except json.JSONDecodeError:
+                continue
+        if isinstance(candidate, dict) and "perceptions" in candidate:
+            found = candidate
+            break
+        if found is None and isinstance(candidate, (dict, list)):
+            found = candidate
+    if found is None:
+        raise BadRecord(f"the model's reply is not JSON: {_excerpt(reply)}")
+    if not isinstance(found, dict) or "perceptions" not in found:
+        raise BadRecord(f"the model's reply has no \"perceptions\" list: {_excerpt(reply)}")
+    items = found["perceptions"]
+    if not isinstance(items, list) or not all(isinstance(p, str) for p in items):
+        raise BadRecord(f"\"perceptions\" in the model's reply is not a list of strings: {_excerpt(reply)}")
+    return [" ".join(p.split()) for p in items if p.strip()]
+
+
+def _words(text):
+    return set(re.findall(r"[a-z]+", text.lower()))
+
+
+def clean(perceptions, text, template_used=True):
+    """(kept, repeats, echoes): drop repeated perceptions, and copies of the prompt's example that the
+    chunk does not support (small models parrot the few-shot example; measured with SmolLM2-135M)."""
+    kept, seen, repeats, echoes = [], set(), 0, 0
+    source = _words(text)
+    for p in perceptions:
+        key = p.casefold()
+        if key in seen:
+            repeats += 1
+            continue
+        seen.add(key)
+        if template_used and any(_is_echo(p, example, source) for example in EXAMPLE_PERCEPTIONS):
+            echoes += 1
+            continue
+        kept.append(p)
+    return kept, repeats, echoes
+
+
+def _is_echo(perception, example, source):
+    import difflib
+
+    if difflib.SequenceMatcher(None, perception.casefold(), example.casefold()).ratio() < 0.8:
+        return False
+    words = _words(example)
+    return len(words & source) < 0.5 * len(words)
+
+
+def _excerpt(text, n=120):
+    text = " ".join(text.split())
+    return json.dumps(text if len(text) <= n else text[:n] + "…")
+
+
+# A sentence ends at . ! or ? (and a closing quote or bracket) before space and a capital or a digit.
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
+
+
+def sentences(text, min_words=3):
+    """The non-LLM segmentation: each sentence of at least MIN_WORDS words is a perception.
+
+    Not the method (sentences are neither atomic nor about values); an offline stand-in the user picks.
+    """
+    out = []
+    for piece in _SENTENCE_END.split(text):
+        piece = " ".join(piece.split())
+        if len(piece.split()) >= min_words:
+            out.append(piece)
+    return out
