@@ -24,16 +24,18 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@ $(VENV)/.cpu
 
-# Every stage that exists, on built-in defaults: no key, no network, no GPU. Until gpv-parse lands,
-# each chunk's text stands in for its perceptions (--text-field text).
-DEMO_COLUMNS := id author Self-Dir=values.Self-Direction.score Stimul=values.Stimulation.score \
+# Every stage, on built-in defaults: no key, no network, no GPU. gpv-parse runs the packaged SmolLM2
+# GGUF (its replies are cached, so a second run skips it); one row per author.
+DEMO_COLUMNS := author perceptions=n_perceptions Self-Dir=values.Self-Direction.score Stimul=values.Stimulation.score \
 	Hedon=values.Hedonism.score Achiev=values.Achievement.score Power=values.Power.score \
 	Secur=values.Security.score Conform=values.Conformity.score Trad=values.Tradition.score \
 	Benev=values.Benevolence.score Univ=values.Universalism.score
 
 demo: $(VENV)/.cpu
 	$(BIN)/gpv-chunk examples/posts.jsonl \
-	| $(BIN)/gpv-score --text-field text --values schwartz \
+	| $(BIN)/gpv-parse \
+	| $(BIN)/gpv-score --values schwartz \
+	| $(BIN)/gpv-aggregate --by author \
 	| $(BIN)/python -m gpvtools.table $(DEMO_COLUMNS)
 
 test: $(VENV)/.dev
@@ -42,8 +44,10 @@ test: $(VENV)/.dev
 man: $(VENV)/.cpu
 	$(BIN)/python -m gpvtools.manpages man
 
-bench: $(VENV)/.cpu
+bench: $(VENV)/.dev
 	$(BIN)/python bench/chunk.py
+	$(BIN)/python bench/parse.py
+	$(BIN)/python bench/aggregate.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

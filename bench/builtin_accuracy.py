@@ -17,9 +17,9 @@ from pathlib import Path
 
 import orjson
 
-from gpvtools.scoring import RELEVANCE
 from gpvtools.training import data as data_mod
 from gpvtools.training.ship import BUILTIN_DIR
+from gpvtools.validation import accuracy as validation_accuracy
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "valuebench" / "value_orientation.csv"
@@ -43,16 +43,16 @@ def score(backend, gold, workdir):
 
 
 def accuracy(examples, results_by_text):
-    counts = {}
-    for e in examples:
-        r = results_by_text[e.text][e.value]
-        if e.task == RELEVANCE:
-            predicted = "yes" if r["relevance"] > 0.5 else "no"
-        else:
-            predicted = max(("support", "oppose", "either"), key=lambda k: r[k])
-        ok, n = counts.get(e.task, (0, 0))
-        counts[e.task] = (ok + (predicted == e.label), n + 1)
-    return {task: (ok / n, n) for task, (ok, n) in counts.items()}
+    """{task: (accuracy, n)}, decided and counted by gpv-validate accuracy's own functions."""
+    items = ((i, {"value": e.value, "task": e.task, "label": e.label, "values": results_by_text[e.text]})
+             for i, e in enumerate(examples, 1))
+    decisions = validation_accuracy.labelled_decisions(items)
+    labels = {"relevance": validation_accuracy.RELEVANCE_LABELS, "valence": validation_accuracy.VALENCE_LABELS}
+    out = {}
+    for task, (gold, decided) in decisions.items():
+        s = validation_accuracy.summary(gold, decided, labels[task])
+        out[task] = (s["accuracy"], s["n"])
+    return out
 
 
 def main():

@@ -12,7 +12,7 @@ import click
 
 from . import __version__
 
-COMMANDS = ["chunk", "score", "train"]
+COMMANDS = ["chunk", "parse", "score", "train", "aggregate", "validate"]
 
 COMMON_SECTIONS = {
     "EXIT STATUS": (
@@ -54,6 +54,28 @@ def summary(cmd):
     return first[0].lower() + first[1:]
 
 
+def _options(cmd, ctx):
+    lines = []
+    for param in cmd.get_params(ctx):
+        record = param.get_help_record(ctx)
+        if record and record[1]:
+            lines += [".TP", f".B {_escape(record[0])}", _escape(record[1])]
+    return lines
+
+
+def _subcommands(group, ctx):
+    """A click group's subcommands, each a subsection with its usage, help and options."""
+    lines = [".SH COMMANDS"]
+    for name in group.list_commands(ctx):
+        sub = group.get_command(ctx, name)
+        sub_ctx = click.Context(sub, info_name=name, parent=ctx, **sub.context_settings)
+        lines += [f".SS {_escape(f'{group.name} {name}')}", ".PP",
+                  f".B {_escape(f'{group.name} {name}')}", _escape(" ".join(sub.collect_usage_pieces(sub_ctx)))]
+        lines += _paragraphs(sub.help or "")
+        lines += _options(sub, sub_ctx)
+    return lines
+
+
 def render(cmd):
     ctx = click.Context(cmd, info_name=cmd.name, **cmd.context_settings)
     name = cmd.name
@@ -68,11 +90,13 @@ def render(cmd):
         *_paragraphs(cmd.help),
         ".SH OPTIONS",
     ]
-    for param in cmd.get_params(ctx):
-        record = param.get_help_record(ctx)
-        if record and record[1]:
-            lines += [".TP", f".B {_escape(record[0])}", _escape(record[1])]
-    sections = {**getattr(cmd, "man_sections", {}), **COMMON_SECTIONS}
+    lines += _options(cmd, ctx)
+    if isinstance(cmd, click.Group):
+        lines += _subcommands(cmd, ctx)
+    # A command's own sections come first; it may replace a common one (a group of reports has no --resume).
+    sections = dict(getattr(cmd, "man_sections", {}))
+    for title, body in COMMON_SECTIONS.items():
+        sections.setdefault(title, body)
     for title, body in sections.items():
         lines += [f".SH {title}", *_paragraphs(body)]
     others = [f"{command(n).name}(1)" for n in COMMANDS if command(n).name != name]

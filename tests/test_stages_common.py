@@ -5,16 +5,33 @@ import gzip
 import orjson
 import pytest
 
-from gpvtools.commands import chunk, score
+from gpvtools.commands import aggregate, chunk, parse, score
 from gpvtools.models import builtin_gguf
 
 GOOD = b'{"id": "d1", "text": "Honesty matters to me."}'
+SCORED = b'{"id": "d1", "values": {"Power": {"relevance": 0.9, "score": 0.5}}, "scorer": "x:y"}'
 # (command, extra args that make it fast and offline, a valid input line)
 STAGES = [
     pytest.param((chunk.main, ["-t", "words"], GOOD), id="gpv-chunk"),
+    pytest.param((parse.main, ["--backend", "sentences"], GOOD), id="gpv-parse"),
     pytest.param((score.main, ["-m", builtin_gguf(), "--values", "Benevolence,Power", "--text-field", "text"], GOOD),
                  id="gpv-score"),
+    pytest.param((aggregate.main, [], SCORED), id="gpv-aggregate"),
 ]
+# What differs between stages: the field a record must have and its type; whether records stream out
+# one by one (gpv-aggregate writes its groups at the end, all or nothing); the summary a run ends with.
+REQUIRED = {"gpv-chunk": ("text", "a string"), "gpv-parse": ("text", "a string"), "gpv-score": ("text", "a string"), "gpv-aggregate": ("values", "an object")}
+STREAMS = {"gpv-chunk": True, "gpv-parse": True, "gpv-score": True, "gpv-aggregate": False}
+SUMMARY = {
+    "gpv-aggregate": lambda n_in, n_groups: [f"gpv-aggregate: aggregated {n_in} records into {n_groups} groups"],
+    "gpv-parse": lambda n_in, _: [
+        "gpv-parse: note: the perceptions are the chunks' sentences (--backend sentences); no LLM parsed the text",
+        f"gpv-parse: {n_in} chunks parsed into {n_in} perceptions; 0 without any"],
+}
+
+
+def summary(command, n_in, n_groups):
+    return SUMMARY[command.name](n_in, n_groups) if command.name in SUMMARY else []
 
 
 @pytest.fixture(params=STAGES)
@@ -39,19 +56,24 @@ def test_empty_input_gives_empty_output(stage, invoke):
 @pytest.mark.parametrize("bad, message", [
     (b"not json", "line 2: invalid JSON: invalid literal, expected 'null' at column 1"),
     (b'{"text": "\xff"}', "line 2: invalid UTF-8 at byte 11"),
-    (b'{"id": "d2"}', "line 2: field 'text' is missing"),
-    (b'{"id": "d2", "text": ["a"]}', "line 2: field 'text' must be a string, got an array"),
+    (b'{"id": "d2"}', "line 2: field '{field}' is missing"),
+    (b'{"id": "d2", "{field}": ["a"]}', "line 2: field '{field}' must be {kind}, got an array"),
     (b"[]", "line 2: expected a JSON object, got an array"),
     (b"", "line 2: empty line"),
 ])
 def test_bad_line_fails_with_line_and_field(stage, invoke, bad, message):
     command, args, good = stage
+    field, kind = REQUIRED[command.name]
+    bad = bad.replace(b"{field}", field.encode())
     result = invoke(command, args, good + b"\n" + bad + b"\n" + good + b"\n")
     assert result.exit_code == 1
-    assert result.stderr == f"{command.name}: error: {message}\n"
-    # the good line before the bad one was written and flushed, nothing after it
-    assert len(result.stdout.splitlines()) >= 1
-    assert all(orjson.loads(line)["id"].startswith("d1") for line in result.stdout.splitlines())
+    assert result.stderr == f"{command.name}: error: {message.format(field=field, kind=kind)}\n"
+    if STREAMS[command.name]:
+        # the good line before the bad one was written and flushed, nothing after it
+        assert len(result.stdout.splitlines()) >= 1
+        assert all(orjson.loads(line)["id"].startswith("d1") for line in result.stdout.splitlines())
+    else:
+        assert result.stdout == ""
 
 
 def test_skip_reports_each_bad_line_and_keeps_the_good(stage, invoke):
@@ -63,6 +85,7 @@ def test_skip_reports_each_bad_line_and_keeps_the_good(stage, invoke):
         f"{command.name}: error: line 2: invalid JSON: unexpected character, expected a string key at column 2",
         f"{command.name}: error: line 4: expected a JSON object, got an array",
         f"{command.name}: 2 bad lines skipped",
+        *summary(command, 2, 2),
     ]
     ids = {orjson.loads(line)["id"].split("#")[0] for line in result.stdout.splitlines()}
     assert ids == {"d1", "d3"}
@@ -74,7 +97,7 @@ def test_emit_passes_the_bad_record_on_with_its_fields(stage, invoke):
     assert result.exit_code == 1
     errors = [r for r in map(orjson.loads, result.stdout.splitlines()) if "_gpv_error" in r]
     assert errors == [{"id": "d9", "author": "x", "_gpv_error": {
-        "command": command.name, "line": 2, "error": "field 'text' is missing"}}]
+        "command": command.name, "line": 2, "error": f"field '{REQUIRED[command.name][0]}' is missing"}}]
 
 
 def test_error_records_from_upstream_pass_through(stage, invoke):

@@ -1,0 +1,522 @@
+"""gpv-validate: psychometric checks of measured values (paper §3.2, §4.1, App. C): one subcommand each."""
+
+import math
+import sys
+
+import click
+import orjson
+
+from ..aggregation import group_identity, key_string, sort_key
+from ..errors import BadRecord, GpvError, UsageError
+from ..stream import CONTEXT_SETTINGS, guarded, note, plural
+from ..table import format_table
+
+COMMAND = "gpv-validate"
+
+
+def clean(value):
+    """A report as plain JSON: numpy numbers to Python ones, NaN and infinities to null."""
+    if isinstance(value, dict):
+        return {str(k): clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return clean(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_report(report, output):
+    data = orjson.dumps(clean(report), option=orjson.OPT_INDENT_2) + b"\n"
+    if output in (None, "-"):
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    try:
+        with open(output, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        raise GpvError(f"cannot write {output}: {e.strerror}") from None
+
+
+def report_options(plot):
+    """--table, --plot FILE.png (where a figure fits), -o, -q, -v: the same in every check."""
+
+    def decorate(f):
+        f = click.option("-v", "--verbose", is_flag=True, envvar="GPV_DEBUG",
+                         help="Tracebacks for errors (also GPV_DEBUG=1).")(f)
+        f = click.option("-q", "--quiet", is_flag=True, help="No notes on stderr (errors still).")(f)
+        f = click.option("-o", "--output", default="-", metavar="FILE",
+                         help="Write the JSON report to FILE instead of stdout.")(f)
+        if plot:
+            f = click.option("--plot", "plot_path", metavar="FILE.png", help=f"Draw {plot} to FILE.png.")(f)
+        return click.option("--table", is_flag=True, help="Also print a readable table on stderr.")(f)
+
+    return decorate
+
+
+def run(name, verbose, work):
+    """A check behind the command boundary: library errors become one line and an exit status."""
+    guarded(f"{COMMAND} {name}", verbose, work)
+
+
+def _names_or_first(wanted, record, line):
+    from ..validation.records import value_names
+
+    return wanted if wanted is not None else value_names(record, line, derived=False)
+
+
+def _no_records(path, reader):
+    extra = f" (only {plural(reader.upstream_errors, 'error record')})" if reader.upstream_errors else ""
+    return GpvError(f"{'standard input' if path == '-' else path} holds no record to check{extra}")
+
+
+def _note_upstream(name, reader, quiet):
+    if reader.upstream_errors and not quiet:
+        note(f"{COMMAND} {name}", f"left out {plural(reader.upstream_errors, 'error record')} from upstream")
+
+
+def _matrix(names, matrix):
+    return {a: {b: matrix[i][j] for j, b in enumerate(names[1])} for i, a in enumerate(names[0])}
+
+
+def _short(name, width=8):
+    return name if len(name) <= width else name[: width - 1] + "."
+
+
+def _matrix_table(rows, columns, matrix):
+    heads = [_short(c) for c in columns]
+    data = [dict(value=r, **{f"c{j}": matrix[i][j] for j in range(len(columns))}) for i, r in enumerate(rows)]
+    return format_table(data, ["value"] + [f"{h}=c{j}" for j, h in enumerate(heads)])
+
+
+@click.group(name=COMMAND, context_settings=CONTEXT_SETTINGS)
+def main():
+    """Check measured values against psychometric standards.
+
+    One subcommand per check. Each reads JSONL (gpv-score's scored perceptions or gpv-aggregate's profiles), prints a
+    JSON report on stdout, with --table a readable table on stderr, and with --plot a figure.
+    Error records from upstream are left out and counted; any other bad line stops the check
+    with its line number (exit status 1).
+
+    \b
+      stability    perception signs against their individual's (App. C.2, Table 6)
+      construct    cosine similarity, MDS and Schwartz's circumplex (§4.1, App. C.3)
+      concurrent   correlations with another measure of the same people (Tables 2, 7)
+      predictive   group differences, e.g. by gender (§4.1, Table 3)
+      accuracy     relevance and valence decisions against labels (§3.2, Table 1)
+      probe        how well value profiles predict a score table (§5.2)
+    """
+
+
+# --- stability --------------------------------------------------------------------------------------
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("input", default="-", metavar="[INPUT]")
+@click.option("--by", default="doc_id", show_default=True, metavar="FIELD",
+              help="The field naming each perception's individual (doc_id falls back to id).")
+@click.option("--values", "values_spec", metavar="LIST", help="Comma list of values to check [default: the input's].")
+@click.option("--min-evidence", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
+              help="Leave out individuals with fewer than K measured perceptions of a value.")
+@report_options("p_ss, p_oo and p_same per value")
+def stability(input, by, values_spec, min_evidence, table, plot_path, output, quiet, verbose):
+    """Agreement in sign between perception-level scores and their individual's aggregate.
+
+    Reads scored perceptions. For each value: ss (individual supports, perception supports), oo
+    (both oppose), so (individual supports, perception opposes), os (individual opposes,
+    perception supports), p_ss = ss/(ss+so), p_oo = oo/(oo+os), p_same = (ss+oo)/(ss+so+oo+os);
+    "sum" adds the counts over values (paper App. C.2, Table 6). An individual supports a value
+    when the mean of its measured perception scores is above 0. Perceptions scoring exactly 0
+    (zero), of an individual whose mean is exactly 0 (tied), or below --min-evidence (sparse) are
+    counted apart.
+    """
+
+    def work():
+        import numpy as np
+
+        from ..validation import records as rec
+        from ..validation import stability as st
+
+        wanted = rec.parse_values(values_spec)
+        reader = rec.Records(input)
+        names, rows, groups, index = None, [], [], {}
+        for line, record in reader:
+            if "n_perceptions" in record:
+                raise BadRecord("an aggregate record (it has 'n_perceptions'); stability needs the scored "
+                                "perceptions", line)
+            names = names or _names_or_first(wanted, record, line)
+            key = rec.key_of(record, by, line)
+            groups.append(index.setdefault(group_identity([key]), len(index)))
+            rows.append(rec.score_row(record, names, line))
+        if not rows:
+            raise _no_records(input, reader)
+        _note_upstream("stability", reader, quiet)
+        counts = st.stability(np.array(groups), np.array(rows), min_evidence)
+        per_value = {}
+        for j, name in enumerate(names):
+            c = {k: int(v[j]) for k, v in counts.items()}
+            per_value[name] = {**c, **st.ratios(c["ss"], c["oo"], c["so"], c["os"])}
+        total = {k: int(v.sum()) for k, v in counts.items()}
+        total.update(st.ratios(total["ss"], total["oo"], total["so"], total["os"]))
+        report = {"check": "stability", "by": by, "n_perceptions": len(rows), "n_individuals": len(index),
+                  "min_evidence": min_evidence, "values": per_value, "sum": total}
+        write_report(report, output)
+        if table:
+            rows_ = [{"value": n, **per_value[n]} for n in names] + [{"value": "Sum", **total}]
+            click.echo(format_table(rows_, ["value", "ss", "oo", "so", "os", "p_ss", "p_oo", "p_same", "zero",
+                                            "tied", "sparse"]), err=True)
+        if plot_path:
+            from ..validation import plots
+
+            labels = names + ["Sum"]
+            series = {k: [per_value[n][k] for n in names] + [total[k]] for k in ("p_ss", "p_oo", "p_same")}
+            plots.bars(plot_path, labels, series, "Stability: perceptions agreeing with their individual",
+                       "share")
+        return 0
+
+    run("stability", verbose, work)
+
+
+# --- construct --------------------------------------------------------------------------------------
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("input", default="-", metavar="[INPUT]")
+@click.option("--values", "values_spec", metavar="LIST",
+              help="Comma list of values [default: the input's, without derived higher-order values].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the MDS and the permutations.")
+@click.option("--permutations", type=click.IntRange(min=0), default=9999, show_default=True,
+              help="Permutations for the circumplex fit's p-values (0: none).")
+@report_options("the MDS map, coloured by Schwartz's higher-order values")
+def construct(input, values_spec, seed, permutations, table, plot_path, output, quiet, verbose):
+    """Structure of the values across individuals: cosine similarity, MDS and circumplex fit.
+
+    Reads one record per individual (gpv-aggregate's output). Computes the cosine similarity
+    between every two values over the individuals measured on both (App. C.3), the distance
+    1 - similarity, and a two-dimensional metric MDS of the distances (scikit-learn, --seed), with
+    Kruskal's stress-1. For Schwartz's ten basic values it also measures the fit to the theoretical
+    circle (Schwartz & Bilsky 1990; Schwartz 1992; order Self-Direction, Stimulation, Hedonism,
+    Achievement, Power, Security, Conformity, Tradition, Benevolence, Universalism): Spearman's rho
+    between the steps apart on that circle and (a) the angle between the values seen from the
+    MDS map's centre, (b) their distance 1 - similarity, each with a one-sided permutation p-value
+    (labels shuffled over the circle, --permutations, --seed).
+    """
+
+    def work():
+        import numpy as np
+
+        from ..validation import construct as cv
+        from ..validation import records as rec
+
+        wanted = rec.parse_values(values_spec)
+        reader = rec.Records(input)
+        names, rows = None, []
+        for line, record in reader:
+            names = names or _names_or_first(wanted, record, line)
+            rows.append(rec.score_row(record, names, line))
+        if not rows:
+            raise _no_records(input, reader)
+        if len(names) < 3:
+            raise UsageError(f"construct needs at least 3 values; got {', '.join(names)}")
+        _note_upstream("construct", reader, quiet)
+        sim, n = cv.cosine_similarity(np.array(rows))
+        undefined = [(names[i], names[j]) for i in range(len(names)) for j in range(i, len(names))
+                     if np.isnan(sim[i, j])]
+        if undefined:
+            a, b = undefined[0]
+            what = f"'{a}' is never measured (or always 0)" if a == b else \
+                f"'{a}' and '{b}' are never measured together (or are 0 wherever they are)"
+            raise GpvError(f"{what}: their similarity is undefined; leave values out with --values")
+        distance = np.clip(1 - sim, 0, None)
+        np.fill_diagonal(distance, 0)
+        coords, stress = cv.mds(distance, seed)
+        circumplex = None
+        if set(names) == set(cv.SCHWARTZ_CIRCLE):
+            circumplex = cv.circumplex_fit(names, sim, coords, permutations, seed)
+        elif not quiet:
+            note(f"{COMMAND} construct", "no circumplex fit: it needs exactly the 10 Schwartz basic values")
+        report = {"check": "construct", "n_individuals": len(rows), "values": names,
+                  "similarity": _matrix((names, names), sim), "n": _matrix((names, names), n),
+                  "mds": {"coordinates": {v: coords[i] for i, v in enumerate(names)}, "stress1": stress,
+                          "seed": seed},
+                  "circumplex": circumplex}
+        write_report(report, output)
+        if table:
+            click.echo(_matrix_table(names, names, sim), err=True)
+            coords_rows = [{"value": v, "x": float(coords[i, 0]), "y": float(coords[i, 1])}
+                           for i, v in enumerate(names)]
+            click.echo(format_table(coords_rows, ["value", "x", "y"]), err=True)
+            click.echo(f"MDS stress-1: {stress:.3f}", err=True)
+            if circumplex:
+                p_a, p_d = circumplex["p_angular"], circumplex["p_distance"]
+                click.echo(f"circumplex fit: rho (MDS angle) = {circumplex['rho_angular']:.3f}"
+                           + (f", p = {p_a:.4f}" if p_a is not None else "")
+                           + f"; rho (1 - similarity) = {circumplex['rho_distance']:.3f}"
+                           + (f", p = {p_d:.4f}" if p_d is not None else ""), err=True)
+        if plot_path:
+            from ..validation import plots
+            from ..values import HIGHER_ORDER
+
+            groups = [cv.higher_order_of(v) or (v if v in HIGHER_ORDER else "") for v in names]
+            plots.mds_map(plot_path, names, coords, groups,
+                          f"MDS of value similarities ({len(rows)} individuals, stress-1 {stress:.2f})")
+        return 0
+
+    run("construct", verbose, work)
+
+
+# --- concurrent -------------------------------------------------------------------------------------
+
+def _read_measure(path, on, wanted):
+    """{identity: row}, names, key order, and the reader of one measure, joined on ON."""
+    from ..validation import records as rec
+
+    reader = rec.Records(path)
+    names, rows, first, keys = None, {}, {}, {}
+    try:
+        for line, record in reader:
+            names = names or _names_or_first(wanted, record, line)
+            key = rec.key_of(record, on, line, option="--on")
+            ident = group_identity([key])
+            if ident in rows:
+                raise BadRecord(f"'{key_string([key])}' again in field '{on}' (first on line {first[ident]}); "
+                                f"join on a field unique to each record", line)
+            first[ident], keys[ident] = line, key
+            rows[ident] = rec.score_row(record, names, line)
+    except BadRecord as e:
+        raise GpvError(f"{path}: {e}") from None
+    if not rows:
+        raise _no_records(path, reader)
+    return rows, names, keys, reader
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("input_a", metavar="A")
+@click.argument("input_b", metavar="B")
+@click.option("--on", default="id", show_default=True, metavar="FIELD",
+              help="The field that names an individual in both inputs.")
+@click.option("--values-a", metavar="LIST", help="Comma list of A's values [default: all of A's].")
+@click.option("--values-b", metavar="LIST", help="Comma list of B's values [default: all of B's].")
+@click.option("--spearman", is_flag=True, help="Also Spearman's rank correlations.")
+@report_options("the correlation matrix")
+def concurrent(input_a, input_b, on, values_a, values_b, spearman, table, plot_path, output, quiet, verbose):
+    """Correlations between two measures of the same individuals (concurrent validity).
+
+    A and B are JSONL files of profiles (gpv-aggregate's output), e.g. GPV's and the dictionary
+    baseline's aggregates of the same authors (paper §4.1 with PVD, Tables 2 and 7). Records are
+    joined on --on; every value of A is correlated (Pearson; --spearman adds Spearman) with every
+    value of B over the individuals measured on both (pairwise exclusion), with the p-value and
+    n of each cell; r is null where n < 3 or a side is constant. Individuals in only one input
+    are counted.
+    """
+
+    def work():
+        import numpy as np
+
+        from ..validation import concurrent as cc
+        from ..validation import records as rec
+
+        rows_a, names_a, _, reader_a = _read_measure(input_a, on, rec.parse_values(values_a))
+        rows_b, names_b, _, reader_b = _read_measure(input_b, on, rec.parse_values(values_b))
+        for path, reader in ((input_a, reader_a), (input_b, reader_b)):
+            if reader.upstream_errors and not quiet:
+                note(f"{COMMAND} concurrent", f"{path}: left out {plural(reader.upstream_errors, 'error record')} "
+                                              f"from upstream")
+        common = [k for k in rows_a if k in rows_b]
+        if not common:
+            raise GpvError(f"no individual is in both inputs (joined on '{on}')")
+        only_a, only_b = len(rows_a) - len(common), len(rows_b) - len(common)
+        if (only_a or only_b) and not quiet:
+            note(f"{COMMAND} concurrent", f"{len(common)} individuals in both; {only_a} only in {input_a}, "
+                                          f"{only_b} only in {input_b}")
+        a = np.array([rows_a[k] for k in common])
+        b = np.array([rows_b[k] for k in common])
+        report = {"check": "concurrent", "on": on, "a": input_a, "b": input_b, "n_matched": len(common),
+                  "only_in_a": only_a, "only_in_b": only_b, "rows": names_a, "columns": names_b}
+        for method in ("pearson", "spearman") if spearman else ("pearson",):
+            r, p, n = cc.correlate(a, b, method)
+            report[method] = {"r": _matrix((names_a, names_b), r), "p": _matrix((names_a, names_b), p)}
+        report["n"] = _matrix((names_a, names_b), n)
+        write_report(report, output)
+        if table:
+            for method in ("pearson", "spearman") if spearman else ("pearson",):
+                r = [[report[method]["r"][x][y] for y in names_b] for x in names_a]
+                click.echo(f"{method} r (rows: {input_a}; columns: {input_b}; n = {len(common)} matched)", err=True)
+                click.echo(_matrix_table(names_a, names_b, r), err=True)
+        if plot_path:
+            from ..validation import plots
+
+            r = [[report["pearson"]["r"][x][y] for y in names_b] for x in names_a]
+            plots.heatmap(plot_path, names_a, names_b, [[clean(v) for v in row] for row in r],
+                          f"Pearson r over {len(common)} individuals", input_a, input_b)
+        return 0
+
+    run("concurrent", verbose, work)
+
+
+# --- predictive -------------------------------------------------------------------------------------
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("input", default="-", metavar="[INPUT]")
+@click.option("--field", required=True, metavar="FIELD", help="The field that splits the individuals (gender, …).")
+@click.option("--groups", "groups_spec", metavar="A,B",
+              help="The two levels of FIELD to compare, in this order [default: the two there are, sorted].")
+@click.option("--test", type=click.Choice(["welch", "mannwhitney"]), default="welch", show_default=True,
+              help="Welch's t test or the Mann-Whitney U test (two-sided).")
+@click.option("--values", "values_spec", metavar="LIST", help="Comma list of values [default: the input's].")
+@report_options("the two groups' means per value")
+def predictive(input, field, groups_spec, test, values_spec, table, plot_path, output, quiet, verbose):
+    """Differences between two groups of individuals, per value (predictive validity).
+
+    Reads one record per individual (gpv-aggregate's output, with the splitting field kept:
+    gpv-aggregate --by author --keep gender). For each value: n, mean and sd per group, the
+    difference A - B, Cohen's d (pooled sd), Hedges' g, and Welch's t (with its degrees of
+    freedom) or Mann-Whitney's U with a two-sided p-value (paper §4.1, Table 3). Individuals
+    without a score for a value are left out of that value; records whose FIELD is null or
+    another level are counted and left out.
+    """
+
+    def work():
+        import numpy as np
+
+        from ..validation import predictive as pv
+        from ..validation import records as rec
+
+        wanted = rec.parse_values(values_spec)
+        reader = rec.Records(input)
+        names, rows, levels, seen = None, [], [], {}
+        for line, record in reader:
+            names = names or _names_or_first(wanted, record, line)
+            level = rec.key_of(record, field, line, option="--field")
+            ident = group_identity([level])
+            seen.setdefault(ident, [level, 0])[1] += 1
+            levels.append(ident)
+            rows.append(rec.score_row(record, names, line))
+        if not rows:
+            raise _no_records(input, reader)
+        _note_upstream("predictive", reader, quiet)
+        found = sorted(seen.values(), key=lambda lv: sort_key([lv[0]]))
+        listing = ", ".join(f"{key_string([lv])} ({n})" for lv, n in found)
+        if groups_spec:
+            asked = [g.strip() for g in groups_spec.split(",")]
+            if len(asked) != 2 or not all(asked) or asked[0] == asked[1]:
+                raise UsageError(f"--groups takes two different levels A,B, not '{groups_spec}'")
+            by_text = {key_string([lv]): group_identity([lv]) for lv, _ in found}
+            missing = [g for g in asked if g not in by_text]
+            if missing:
+                raise GpvError(f"no record has {field} '{missing[0]}'; {field} has: {listing}")
+            chosen = [by_text[g] for g in asked]
+        else:
+            real = [lv for lv in found if lv[0] is not None]
+            if len(real) != 2:
+                raise GpvError(f"field '{field}' has {plural(len(real), 'level')}"
+                               + (f": {listing}" if found else "") + "; predictive compares two: pick them with "
+                               "--groups A,B")
+            chosen = [group_identity([lv[0]]) for lv in real]
+        labels = [key_string([seen[c][0]]) for c in chosen]
+        x = np.array(rows)
+        idx = [np.array([lv == c for lv in levels]) for c in chosen]
+        left_out = {key_string([lv]): n for lv, n in found if group_identity([lv]) not in chosen}
+        if left_out and not quiet:
+            note(f"{COMMAND} predictive", "left out: " + ", ".join(f"{k} ({n})" for k, n in left_out.items()))
+        per_value = {name: pv.compare(x[idx[0], j], x[idx[1], j], test) for j, name in enumerate(names)}
+        report = {"check": "predictive", "field": field, "groups": labels, "test": test,
+                  "n_individuals": [int(i.sum()) for i in idx], "left_out": left_out, "values": per_value}
+        write_report(report, output)
+        if table:
+            a, b = labels
+            trows = [{"value": n, f"n {a}": r["n"][0], f"n {b}": r["n"][1], f"mean {a}": r["mean"][0],
+                      f"mean {b}": r["mean"][1], "diff": r["difference"], "d": r["cohens_d"], "g": r["hedges_g"],
+                      ("t" if test == "welch" else "U"): r["statistic"], "p": r["p"]}
+                     for n, r in per_value.items()]
+            click.echo(format_table(trows, list(trows[0])), err=True)
+        if plot_path:
+            from ..validation import plots
+
+            series = {lab: [per_value[n]["mean"][k] for n in names] for k, lab in enumerate(labels)}
+            plots.bars(plot_path, names, series, f"Mean score by {field}", "mean score")
+        return 0
+
+    run("predictive", verbose, work)
+
+
+# --- accuracy ---------------------------------------------------------------------------------------
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("input", default="-", metavar="[INPUT]")
+@click.option("--value-field", default="value", show_default=True, metavar="FIELD",
+              help="The field naming the item's labelled value (gpv-score ran with --values-field FIELD).")
+@click.option("--task-field", default="task", show_default=True, metavar="FIELD",
+              help="relevance or valence; when absent, read from the label.")
+@click.option("--label-field", default="label", show_default=True, metavar="FIELD",
+              help="The gold label: yes/no (relevance) or support/oppose/either (valence).")
+@report_options(None)
+def accuracy(input, value_field, task_field, label_field, table, output, quiet, verbose):
+    """Accuracy of relevance and valence decisions against gold labels (paper §3.2, Table 1).
+
+    Reads labelled items scored by gpv-score on their own value: one item a line with its text,
+    value, task and label (the held-out split gpv-train writes, DIR/heldout.jsonl), scored with
+    gpv-score --text-field text --values-field value --valence all. An item is decided relevant
+    when p_rel > 0.5, and its valence is the most likely of support, oppose, either. Reports the
+    accuracy, the count correct and the confusion counts (gold label x decision) of each task.
+    """
+
+    def work():
+        from ..validation import accuracy as acc
+        from ..validation import records as rec
+
+        reader = rec.Records(input)
+        pairs = acc.labelled_decisions(reader, value_field, task_field, label_field)
+        if not any(g for g, _ in pairs.values()):
+            raise _no_records(input, reader)
+        _note_upstream("accuracy", reader, quiet)
+        report = {"check": "accuracy",
+                  "relevance": acc.summary(*pairs["relevance"], acc.RELEVANCE_LABELS),
+                  "valence": acc.summary(*pairs["valence"], acc.VALENCE_LABELS)}
+        write_report(report, output)
+        if table:
+            for task, labels in (("relevance", acc.RELEVANCE_LABELS), ("valence", acc.VALENCE_LABELS)):
+                s = report[task]
+                share = "-" if s["accuracy"] is None else f"{s['accuracy']:.1%}"
+                click.echo(f"{task}: {share} ({s['correct']} of {s['n']}); rows gold, columns decided", err=True)
+                click.echo(format_table([{"gold": g, **s["confusion"][g]} for g in labels], ["gold", *labels]),
+                           err=True)
+        return 0
+
+    run("accuracy", verbose, work)
+
+
+main.man_sections = {
+    "EXIT STATUS": (
+        "0 when the report was written; 1 for a bad input line (its number is named), an input the check "
+        "cannot use (no record, one group instead of two, values never measured together) or a failure; 2 "
+        "for a usage error; 130 when interrupted."
+    ),
+    "ENVIRONMENT": "GPV_DEBUG=1: tracebacks, as -v.",
+    "REPORTS": (
+        "Every report is one JSON object with \"check\" naming the check. Matrices are objects of objects "
+        "keyed by value names (rows, then columns); null stands for undefined (too few individuals, a "
+        "constant side, a zero denominator). Numbers are unrounded; --table rounds them to three places."
+    ),
+    "EXAMPLES": (
+        "\b\n"
+        "gpv-score perceptions.jsonl > scored.jsonl\n"
+        "gpv-validate stability --by author --table scored.jsonl\n"
+        "gpv-aggregate --by author --keep gender scored.jsonl > authors.jsonl\n"
+        "gpv-validate construct --plot mds.png --table authors.jsonl\n"
+        "gpv-validate predictive --field gender --groups male,female authors.jsonl\n"
+        "gpv-score -m pvd.json --text-field text posts.jsonl | gpv-aggregate --by author > pvd.jsonl\n"
+        "gpv-validate concurrent --spearman --table authors.jsonl pvd.jsonl\n"
+        "gpv-score --text-field text --values-field value --valence all DIR/heldout.jsonl \\\n"
+        "  | gpv-validate accuracy --table"
+    ),
+}
+
+
+from ..validation.probe import probe  # the linear probe (paper §5.2), in its own module
+
+main.add_command(probe)
+
+
+if __name__ == "__main__":
+    main()
