@@ -24,7 +24,7 @@ def scored(pid, who, scores, **extra):
 
 
 def profile(who, scores, **extra):
-    return {"id": who, "author": who, **extra, "n_perceptions": 3,
+    return {"id": who, "author": who, **extra, "n_perceptions": 3, "group_by": ["author"],
             "values": {v: {"score": s, "n": 0 if s is None else 3, "sd": None} for v, s in scores.items()}}
 
 
@@ -87,7 +87,7 @@ def test_stability_command(invoke):
 def test_stability_refuses_aggregates(invoke):
     result = invoke(validate.main, ["stability"], jsonl([profile("x", {"A": 0.5})]))
     assert (result.exit_code, result.stderr) == (1, ("gpv-validate stability: error: line 1: an aggregate record "
-                                                    "(it has 'n_perceptions'); stability needs the scored perceptions\n"))
+                                                    "(it has 'group_by'); stability needs the scored perceptions\n"))
 
 
 # --- construct (§4.1, App. C.3) --------------------------------------------------------------------

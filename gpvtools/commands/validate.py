@@ -142,8 +142,8 @@ def stability(input, by, values_spec, min_evidence, table, plot_path, output, qu
         reader = rec.Records(input)
         names, rows, groups, index = None, [], [], {}
         for line, record in reader:
-            if "n_perceptions" in record:
-                raise BadRecord("an aggregate record (it has 'n_perceptions'); stability needs the scored "
+            if "group_by" in record:  # gpv-parse's perception records have an n_perceptions of their own
+                raise BadRecord("an aggregate record (it has 'group_by'); stability needs the scored "
                                 "perceptions", line)
             names = names or _names_or_first(wanted, record, line)
             key = rec.key_of(record, by, line)
