@@ -61,14 +61,14 @@ def test_bad_data_is_reported_before_training(tmp_path, invoke, name, content, m
     assert not (tmp_path / "out" / "adapter").exists()
 
 
-@pytest.mark.parametrize("base, message", [
-    ("/nope/model.gguf", "model /nope/model.gguf does not exist"),
-    ("{tmp}", "model {tmp} is not a Hugging Face model directory (no config.json)"),
+@pytest.mark.parametrize("base, status, message", [
+    ("/nope/model.gguf", 2, "model /nope/model.gguf does not exist"),  # a usage error, as in gpv-score
+    ("{tmp}", 1, "model {tmp} is not a Hugging Face model directory (no config.json)"),
 ])
-def test_a_base_that_cannot_be_loaded(tmp_path, invoke, prism_csv, base, message):
+def test_a_base_that_cannot_be_loaded(tmp_path, invoke, prism_csv, base, status, message):
     base = base.format(tmp=tmp_path)
     result = invoke(train.main, [str(prism_csv), "-o", str(tmp_path / "out"), "--holdout", "0", "--base", base])
-    assert result.exit_code == 1
+    assert result.exit_code == status
     assert result.stderr.endswith(f"gpv-train: error: {message.format(tmp=tmp_path)}\n")
     assert not (tmp_path / "out" / "checkpoint").exists()
 

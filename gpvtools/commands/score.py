@@ -1,5 +1,6 @@
 """gpv-score: perception-level value measurement (paper §3.2, App. A)."""
 
+import sys
 from pathlib import Path
 
 import click
@@ -39,6 +40,8 @@ def build_scorer(o):
 
         if model == BUILTIN:
             raise UsageError("backend 'dictionary' needs a lexicon: --model FILE.json or FILE.dic")
+        if not Path(model).exists():
+            raise UsageError(f"model {model} does not exist")
         return DictionaryScorer(model)
     if backend == "openai":
         from ..scoring.remote import from_env
@@ -65,7 +68,7 @@ def build_scorer(o):
 
     return TransformersScorer(model, name=name, device=o["device"], dtype=o["dtype"],
                               load_in_4bit=o["load_in_4bit"], load_in_8bit=o["load_in_8bit"], adapter=adapter,
-                              batch_size=o["batch_size"])
+                              batch_size=o["batch_size"], progress=o.get("progress", False))
 
 
 class ScoreStage(Stage):
@@ -210,6 +213,8 @@ def main(stream, text_field, id_field, values_spec, values_field, model, backend
     del opts["stream"]
     source = click.get_current_context().get_parameter_source("base_url")
     opts["url_on_command_line"] = source == click.core.ParameterSource.COMMANDLINE
+    # a library's own loading bars (transformers dequantizing a GGUF) only where ours would show
+    opts["progress"] = sys.stderr.isatty() and not stream.quiet
 
     def build():
         if load_in_4bit and load_in_8bit:
@@ -237,8 +242,11 @@ main.man_sections = {
         "tokenizer splits the label in that position, i.e. right after the prompt's final newline; the "
         "labels' probabilities are then renormalised over the label set, as the released method does. "
         "With the openai backend the first token of each label is learnt from the server by echoing a "
-        "prompt with the label, and a label token missing from the top log-probabilities is asked for "
-        "the same way."
+        "prompt with the label. A label token missing from the top log-probabilities is asked for the same "
+        "way where the server's echo follows OpenAI's convention (vLLM; llama.cpp's server for a model "
+        "with a BOS token), which is checked once at start-up against a completion's own log-probability; "
+        "otherwise (llama-cpp-python's server for a model without BOS, whose echo is one token off) the "
+        "top log-probabilities are widened tenfold until the label is among them. Nothing is guessed."
     ),
     "SPEED": (
         "llama-cpp tokenizes each prompt whole and evaluates only the tokens after the longest prefix it "
