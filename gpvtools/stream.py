@@ -136,6 +136,10 @@ class Stage:
         """Lines for stderr at the end of a run (not shown with -q)."""
         return []
 
+    def input_stream(self):
+        """A binary stream of JSONL to read instead of INPUT, or None (a stage that makes its own input)."""
+        return None
+
 
 class Interrupted(Exception):
     def __init__(self, signum):
@@ -227,9 +231,11 @@ def run_stage(stage, opts):
         if not opts.quiet and (state.kept or state.removed):
             note(stage.command, f"resuming {opts.output}: {plural(len(done), 'input')} done, "
                                 f"{plural(state.kept, 'record')} kept, {state.removed} incomplete removed")
-    stream = open_input(opts.input)
-    if opts.input == "-" and sys.stdin.isatty() and not opts.quiet:
-        note(stage.command, "reading JSONL from standard input (Ctrl-D ends it)")
+    stream = stage.input_stream()
+    if stream is None:
+        stream = open_input(opts.input)
+        if opts.input == "-" and sys.stdin.isatty() and not opts.quiet:
+            note(stage.command, "reading JSONL from standard input (Ctrl-D ends it)")
     sink = Sink(opts.output, append=opts.resume)
     progress = Progress(stage.command, sys.stderr.isatty() and not opts.quiet)
     counts = {"in": 0, "out": 0, "bad": 0, "skipped": 0, "passed": 0}

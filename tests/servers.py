@@ -264,3 +264,38 @@ class DelayChatServer(_Base):
                 self.abandoned += 1
             else:
                 self.answered[digest] = self.answered.get(digest, 0) + 1
+
+
+def chat_answer(content, model, prompt_tokens=0):
+    return {"id": "s", "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(content.split()), "total_tokens": 0}}
+
+
+class ScriptedChatServer(_Base):
+    """An OpenAI-compatible chat server whose answer is SCRIPT(request) -> message content, after DELAY
+    seconds (plus up to JITTER, derived from the request, so runs are alike yet finish out of order).
+
+    `requests` keeps every chat request body (parsed); `answered` counts answers per request digest.
+    """
+
+    def __init__(self, script, model="scripted-model", delay=0.0, jitter=0.0):
+        super().__init__()
+        self.script, self.model, self.delay, self.jitter = script, model, delay, jitter
+        self.requests, self.answered = [], {}
+
+    def get(self, h):
+        h._send(200, json.dumps({"object": "list", "data": [{"id": self.model, "object": "model"}]}).encode())
+
+    def post(self, h, body):
+        request = json.loads(body)
+        digest = request_digest(body)
+        with self.lock:
+            self.requests.append(request)
+        time.sleep(self.delay + self.jitter * (int(digest[:4], 16) / 0xFFFF))
+        content = self.script(request)
+        if _hung_up(h.connection):
+            return
+        h._send(200, json.dumps(chat_answer(content, self.model)).encode())
+        with self.lock:
+            self.answered[digest] = self.answered.get(digest, 0) + 1

