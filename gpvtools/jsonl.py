@@ -11,6 +11,8 @@ from .errors import BadRecord, GpvError
 GZIP_MAGIC = b"\x1f\x8b"
 DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024
 _SKIP_BLOCK = 1 << 20
+# orjson reads 1,024 levels of nesting but writes only 254: a deeper record could be read and never written.
+MAX_DEPTH = 254
 
 
 class TooLong:
@@ -92,7 +94,20 @@ def parse_line(raw, lineno, max_bytes=DEFAULT_MAX_LINE_BYTES):
         raise BadRecord(f"invalid JSON: {e.msg} at column {e.colno}", lineno) from None
     if not isinstance(value, dict):
         raise BadRecord(f"expected a JSON object, got {_kind(value)}", lineno)
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _too_deep(value):  # counting brackets is cheap
+        raise BadRecord(f"JSON nested deeper than {MAX_DEPTH} levels", lineno)
     return value
+
+
+def _too_deep(value):
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
 
 
 def require_text(record, field, lineno):

@@ -1,9 +1,11 @@
 """gpv-aggregate: value profiles of groups (individuals) from perception-level scores (paper §3.3)."""
 
 import csv
+import glob
 import io
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -38,7 +40,8 @@ COMMAND = "gpv-aggregate"
 class AtomicOutput:
     """stdout, or FILE written through a temporary file beside it and renamed into place at the end.
 
-    An aggregate is all-or-nothing: a failed or interrupted run leaves an earlier FILE as it was.
+    An aggregate is all-or-nothing: a failed or interrupted run leaves an earlier FILE as it was. The
+    temporary file is named by host and process, so a later run can tell one that a SIGKILL left behind.
     """
 
     def __init__(self, path):
@@ -46,11 +49,21 @@ class AtomicOutput:
         if self.path is None:
             self.f, self.tmp = sys.stdout.buffer, None
             return
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        host = socket.gethostname().replace(".", "_") or "host"
+        self._remove_stale(host)
+        self.tmp = self.path.with_name(f".{self.path.name}.{host}.{os.getpid()}.tmp")
         try:
             self.f = open(self.tmp, "wb")  # noqa: SIM115 - closed by commit() or discard()
         except OSError as e:
             raise GpvError(f"cannot write {path}: {e.strerror}") from None
+
+    def _remove_stale(self, host):
+        """Remove this host's temporary files of FILE whose process is gone (killed before it could)."""
+        prefix = f".{self.path.name}.{host}."
+        for old in self.path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+            pid = old.name[len(prefix):-len(".tmp")]
+            if pid.isdigit() and not _alive(int(pid)):
+                old.unlink(missing_ok=True)
 
     def write(self, data):
         self.f.write(data)
@@ -68,6 +81,16 @@ class AtomicOutput:
             self.f.close()
             self.tmp.unlink(missing_ok=True)
             self.tmp = None
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def _cell(value):
