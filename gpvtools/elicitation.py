@@ -7,7 +7,7 @@ import json
 import re
 
 from .errors import BadRecord
-from .parsing import _candidates, _excerpt
+from .parsing import _excerpt, reply_list
 
 # Paper App. D.1, Prompt 3 ("Generating value-eliciting questions"), word for word except that the
 # number of questions, 5 in the paper, is {n}. The user message is the value's name ("A user will
@@ -99,27 +99,7 @@ def read_questions(reply, value, n):
     placeholders ("Question 1"), fragments of fewer than 4 words, repeats, and copies of the prompt's own
     examples. No question left is a BadRecord, as is anything else unusable.
     """
-    if not reply or not reply.strip():
-        raise BadRecord("the model's reply is empty")
-    found = None
-    for candidate in _candidates(reply.strip()):
-        if isinstance(candidate, str):
-            try:
-                candidate = json.loads(candidate)
-            except json.JSONDecodeError:
-                continue
-        if isinstance(candidate, dict) and "questions" in candidate:
-            found = candidate
-            break
-        if found is None and isinstance(candidate, (dict, list)):
-            found = candidate
-    if found is None:
-        raise BadRecord(f"the model's reply is not JSON: {_excerpt(reply)}")
-    if not isinstance(found, dict) or "questions" not in found:
-        raise BadRecord(f"the model's reply has no \"questions\" list: {_excerpt(reply)}")
-    items = found["questions"]
-    if not isinstance(items, list) or not all(isinstance(q, str) for q in items):
-        raise BadRecord(f"\"questions\" in the model's reply is not a list of strings: {_excerpt(reply)}")
+    found, items = reply_list(reply, "questions")
     named = found.get("value")
     if isinstance(named, str) and named.strip() and _norm(named) != _norm(value):
         raise BadRecord(f"the model's reply is for the value {json.dumps(named)}, not {json.dumps(value)}")

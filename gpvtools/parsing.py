@@ -174,6 +174,15 @@ def read_perceptions(reply):
     Tolerated: code fences and stray text around one JSON object. Required: {"perceptions": [str, …]}.
     Blank strings are dropped; surrounding whitespace is trimmed.
     """
+    _, items = reply_list(reply, "perceptions")
+    return [" ".join(p.split()) for p in items if p.strip()]
+
+
+def reply_list(reply, key):
+    """(object, strings): the JSON object in a model's reply that holds a list of strings under KEY.
+
+    Tolerated: code fences and stray text around it. Anything else is a BadRecord saying what is wrong.
+    """
     if not reply or not reply.strip():
         raise BadRecord("the model's reply is empty")
     found = None
@@ -183,19 +192,19 @@ def read_perceptions(reply):
                 candidate = json.loads(candidate)
             except json.JSONDecodeError:
                 continue
-        if isinstance(candidate, dict) and "perceptions" in candidate:
+        if isinstance(candidate, dict) and key in candidate:
             found = candidate
             break
         if found is None and isinstance(candidate, (dict, list)):
             found = candidate
     if found is None:
         raise BadRecord(f"the model's reply is not JSON: {_excerpt(reply)}")
-    if not isinstance(found, dict) or "perceptions" not in found:
-        raise BadRecord(f"the model's reply has no \"perceptions\" list: {_excerpt(reply)}")
-    items = found["perceptions"]
-    if not isinstance(items, list) or not all(isinstance(p, str) for p in items):
-        raise BadRecord(f"\"perceptions\" in the model's reply is not a list of strings: {_excerpt(reply)}")
-    return [" ".join(p.split()) for p in items if p.strip()]
+    if not isinstance(found, dict) or key not in found:
+        raise BadRecord(f"the model's reply has no \"{key}\" list: {_excerpt(reply)}")
+    items = found[key]
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise BadRecord(f"\"{key}\" in the model's reply is not a list of strings: {_excerpt(reply)}")
+    return found, items
 
 
 def _words(text):
