@@ -11,7 +11,7 @@ from ..jsonl import dumps, require_text
 from ..llm.pool import PooledStage
 from ..models import BUILTIN
 from ..stream import CONTEXT_SETTINGS, DOC_ID_FIELD, derive, note, plural, run_command, stream_options
-from .parse import build_model
+from .parse import build_model, chat_options
 
 COMMAND = "gpv-elicit"
 
@@ -25,36 +25,6 @@ def _read_answer(reply):
         return elicitation.read_answer(reply)
     except BadRecord as e:
         raise EmptyAnswer(e.message) from None
-
-
-def chat_options(f):
-    """What both subcommands need to reach a model: cache, key, concurrency, retries, local model settings."""
-    options = [
-        click.option("--cache", metavar="DIR", envvar="GPV_PARSE_CACHE",
-                     help="Response cache directory  [default: $GPV_CACHE_DIR, $XDG_CACHE_HOME/gpvtools or "
-                          "~/.cache/gpvtools, then /chat]"),
-        click.option("--no-cache", is_flag=True, help="Neither read nor write the response cache."),
-        click.option("--api-key", envvar="OPENAI_API_KEY", metavar="KEY", show_envvar=True,
-                     help="openai: API key (a local server needs none)."),
-        click.option("-j", "--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
-                     help="openai: inputs in flight at once (output stays in input order)."),
-        click.option("--timeout", type=click.FloatRange(min=0.1), default=120.0, show_default=True,
-                     help="openai: seconds per request."),
-        click.option("--retries", type=click.IntRange(min=0), default=6, show_default=True,
-                     help="openai: retries on timeouts, connection failures, malformed answers, 429 and 5xx, "
-                          "with exponential backoff and jitter (a Retry-After header is obeyed)."),
-        click.option("--backoff", type=click.FloatRange(min=0), default=1.0, show_default=True, metavar="SECONDS",
-                     help="openai: the first retry's wait; each further retry doubles it (at most 60 s)."),
-        click.option("--seed", type=int, help="Sampling seed, for servers that take one."),
-        click.option("--n-ctx", type=click.IntRange(min=256), default=4096, show_default=True,
-                     help="llama-cpp: context length."),
-        click.option("--threads", type=click.IntRange(min=1), help="llama-cpp: CPU threads  [default: half the cores]"),
-        click.option("--n-gpu-layers", type=int, default=0, show_default=True,
-                     help="llama-cpp: layers offloaded to a GPU when the build has one (-1: all)."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
 
 
 def model_settings(o, **overrides):
@@ -170,7 +140,7 @@ def main():
               help="Longest reply, in tokens.")
 @click.option("--repeat-penalty", type=click.FloatRange(min=1.0), default=1.2, show_default=True,
               help="llama-cpp: penalty on repeated tokens (small models loop without it).")
-@chat_options
+@chat_options("inputs")
 @stream_options
 def questions(stream, values_spec, value_field, id_field, n, model, backend, base_url, temperature, max_tokens,
               repeat_penalty, cache, no_cache, api_key, concurrency, timeout, retries, backoff, seed, n_ctx, threads,
@@ -324,7 +294,7 @@ def build_subject(name, target, model_name, o, warn):
               help="Longest answer, in tokens.")
 @click.option("--repeat-penalty", type=click.FloatRange(min=1.0), default=1.0, show_default=True,
               help="llama-cpp: penalty on repeated tokens (1: plain greedy decoding).")
-@chat_options
+@chat_options("inputs")
 @stream_options
 def ask(stream, subject_specs, question_field, id_field, subject_field, system, temperature, max_tokens,
         repeat_penalty, cache, no_cache, api_key, concurrency, timeout, retries, backoff, seed, n_ctx, threads,

@@ -141,6 +141,41 @@ def build_model(o, warn):
                      repeat_penalty=o["repeat_penalty"], cache=cache, stats=stats)
 
 
+def chat_options(inputs):
+    """The options of a stage that asks a chat model (gpv-parse, gpv-elicit): cache, key, concurrency,
+    retries, local model settings. INPUTS names what -j keeps in flight."""
+    options = [
+        click.option("--cache", metavar="DIR", envvar="GPV_PARSE_CACHE",
+                     help="Response cache directory  [default: $GPV_CACHE_DIR, $XDG_CACHE_HOME/gpvtools or "
+                          "~/.cache/gpvtools, then /chat]"),
+        click.option("--no-cache", is_flag=True, help="Neither read nor write the response cache."),
+        click.option("--api-key", envvar="OPENAI_API_KEY", metavar="KEY", show_envvar=True,
+                     help="openai: API key (a local server needs none)."),
+        click.option("-j", "--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
+                     help=f"openai: {inputs} in flight at once (output stays in input order)."),
+        click.option("--timeout", type=click.FloatRange(min=0.1), default=120.0, show_default=True,
+                     help="openai: seconds per request."),
+        click.option("--retries", type=click.IntRange(min=0), default=6, show_default=True,
+                     help="openai: retries on timeouts, connection failures, malformed answers, 429 and 5xx, "
+                          "with exponential backoff and jitter (a Retry-After header is obeyed)."),
+        click.option("--backoff", type=click.FloatRange(min=0), default=1.0, show_default=True, metavar="SECONDS",
+                     help="openai: the first retry's wait; each further retry doubles it (at most 60 s)."),
+        click.option("--seed", type=int, help="Sampling seed, for servers that take one."),
+        click.option("--n-ctx", type=click.IntRange(min=256), default=4096, show_default=True,
+                     help="llama-cpp: context length."),
+        click.option("--threads", type=click.IntRange(min=1), help="llama-cpp: CPU threads  [default: half the cores]"),
+        click.option("--n-gpu-layers", type=int, default=0, show_default=True,
+                     help="llama-cpp: layers offloaded to a GPU when the build has one (-1: all)."),
+    ]
+
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
 @click.command(name="gpv-parse", context_settings=CONTEXT_SETTINGS)
 @text_options()
 @click.option("-m", "--model", default=BUILTIN, show_default=True, envvar="GPV_PARSE_MODEL", metavar="MODEL",
@@ -163,29 +198,9 @@ def build_model(o, warn):
 @click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True)
 @click.option("--max-tokens", type=click.IntRange(min=16), default=1024, show_default=True,
               help="Longest reply, in tokens.")
-@click.option("--seed", type=int, help="Sampling seed, for servers that take one.")
-@click.option("--cache", metavar="DIR", envvar="GPV_PARSE_CACHE",
-              help="Response cache directory  [default: $GPV_CACHE_DIR, $XDG_CACHE_HOME/gpvtools or "
-                   "~/.cache/gpvtools, then /chat]")
-@click.option("--no-cache", is_flag=True, help="Neither read nor write the response cache.")
 @click.option("--base-url", envvar="OPENAI_BASE_URL", metavar="URL",
               help="openai: the server's /v1 URL (OpenAI, vLLM, llama.cpp server, Ollama).")
-@click.option("--api-key", envvar="OPENAI_API_KEY", metavar="KEY", show_envvar=True,
-              help="openai: API key (a local server needs none).")
-@click.option("-j", "--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
-              help="openai: chunks in flight at once (output stays in input order).")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=120.0, show_default=True,
-              help="openai: seconds per request.")
-@click.option("--retries", type=click.IntRange(min=0), default=6, show_default=True,
-              help="openai: retries on timeouts, connection failures, malformed answers, 429 and 5xx, with "
-                   "exponential backoff and jitter (a Retry-After header is obeyed).")
-@click.option("--backoff", type=click.FloatRange(min=0), default=1.0, show_default=True, metavar="SECONDS",
-              help="openai: the first retry's wait; each further retry doubles it (at most 60 s).")
-@click.option("--n-ctx", type=click.IntRange(min=256), default=4096, show_default=True,
-              help="llama-cpp: context length.")
-@click.option("--threads", type=click.IntRange(min=1), help="llama-cpp: CPU threads  [default: half the cores]")
-@click.option("--n-gpu-layers", type=int, default=0, show_default=True,
-              help="llama-cpp: layers offloaded to a GPU when the build has one (-1: all).")
+@chat_options("chunks")
 @click.option("--repeat-penalty", type=click.FloatRange(min=1.0), default=1.2, show_default=True,
               help="llama-cpp: penalty on repeated tokens (small models loop without it).")
 @stream_options
