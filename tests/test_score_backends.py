@@ -126,11 +126,16 @@ def test_the_builtin_scorer_agrees_across_backends(pairs):
     assert mean_delta <= 0.03
 
 
-def test_transformers_sharing_prefixes_equals_each_prompt_from_scratch(hf, pairs):
-    """The task header's cache kept across sentences and each sentence's across its values change speed only."""
+@pytest.mark.parametrize("path", ["flattened tree", "per sentence"])
+def test_transformers_sharing_prefixes_equals_each_prompt_from_scratch(hf, pairs, path, monkeypatch):
+    """Both ways of sharing prefixes change speed only: the flattened prefix tree (a batch of sentences with
+    all their values' suffixes in one pass, the task header's cache kept), and the per-sentence path that
+    prompts not starting with the header take (the sentence's prefix once, its cache repeated)."""
     import torch
 
-    some = pairs[:30] + pairs[500:530]  # 6 sentences x 10 values
+    if path == "per sentence":
+        monkeypatch.setattr(hf, "decoder", None)
+    some = pairs[:30] + pairs[500:530] + [(s, v) for s, v in pairs[700:710] if v in ("Power", "Hedonism")]
     for task in (RELEVANCE, VALENCE):
         shared = hf.label_probs(task, some)
         scratch = []

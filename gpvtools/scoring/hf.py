@@ -1,8 +1,14 @@
 """The transformers backend: a Hugging Face model (directory, GGUF file or hub id) on CUDA or CPU.
 
-For each sentence the prompt prefix that all of its values share (task header + sentence) runs
-once; its KV cache is then repeated over a batch of the values' suffixes, right-padded, so each
-row attends to exactly its own tokens and results do not depend on what else is in the batch.
+Each token that prompts share is evaluated once. The task header's KV cache is computed once per
+task and kept. A batch of sentences then runs in one forward pass, one row per sentence: the
+sentence, followed by the suffixes of all its values ("\nValue: …\nOutput:\n"), each suffix
+positioned (position ids) and masked (a 4-D attention mask) as if it followed the sentence alone,
+so a suffix sees the header, its sentence and itself — a prefix tree flattened into one row. Only
+each suffix's last position is projected onto the vocabulary. Rows are right-padded and padding is
+masked, so a result does not depend on what else is in the batch (up to float rounding).
+Prompts that do not start with the header (a tokenizer that merges across it) take the simpler
+path: per sentence, the shared prefix once, its cache repeated over a batch of suffixes.
 """
 
 import contextlib
@@ -141,6 +147,40 @@ def output_cache(out):
     return getattr(out, "cache", None) or out.past_key_values
 
 
+def flattened_tree(header_len, groups, pad):
+    """One row per sentence: its own tokens, then each value's suffix, positioned and masked as a tree.
+
+    GROUPS: [(sentence tokens after the header, [suffix tokens per value])]. Returns (input ids, position
+    ids, allowed, last): allowed[b, q, k] says whether row b's query q may attend key k, keys being the
+    header's HEADER_LEN cached positions followed by the row's own; last[b] lists, per suffix, the row
+    position of its last token, where the label is read.
+    """
+    widths = [len(own) + sum(map(len, suffixes)) for own, suffixes in groups]
+    width = max(widths)
+    ids = np.full((len(groups), width), pad, dtype=np.int64)
+    positions = np.zeros((len(groups), width), dtype=np.int64)
+    allowed = np.zeros((len(groups), width, header_len + width), dtype=bool)
+    allowed[:, :, :header_len] = True  # everything sees the header (padding too, so no row is all masked)
+    causal = np.tril(np.ones((width, width), dtype=bool))
+    last = []
+    for b, (own, suffixes) in enumerate(groups):
+        n = len(own)
+        ids[b, :n] = own
+        positions[b, :n] = np.arange(header_len, header_len + n)
+        allowed[b, :n, header_len:header_len + n] = causal[:n, :n]
+        ends, start = [], n
+        for suffix in suffixes:
+            m = len(suffix)
+            ids[b, start:start + m] = suffix
+            positions[b, start:start + m] = np.arange(header_len + n, header_len + n + m)
+            allowed[b, start:start + m, header_len:header_len + n] = True
+            allowed[b, start:start + m, header_len + start:header_len + start + m] = causal[:m, :m]
+            start += m
+            ends.append(start - 1)
+        last.append(ends)
+    return ids, positions, allowed, last
+
+
 class TransformersScorer(LabelScorer):
     backend = "transformers"
 
@@ -163,24 +203,86 @@ class TransformersScorer(LabelScorer):
         # Only a prompt's last position is read: projecting every position onto the vocabulary (49k rows for
         # SmolLM2, 128k for Llama 3) was a fifth of the CPU time (py-spy).
         self.keep_logits = keeps_logits(self.model)
+        self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        # The flattened prefix tree runs the decoder alone and projects only the positions it reads.
+        self.decoder = self.model.get_decoder() if hasattr(self.model, "get_decoder") else None
+        self.head = self.model.get_output_embeddings()
+        self.decoder_cache_arg = cache_kwarg(self.decoder) if self.decoder is not None else None
+        self.softcap = getattr(self.model.config, "final_logit_softcapping", None)
+        self.headers = {}  # task -> (token ids, KV cache) of the task's header
 
     def tokenize(self, text):
         return self.tokenizer(text, add_special_tokens=True)["input_ids"]
+
+    # A flattened batch holds at most this many rows (sentences) and row tokens in all.
+    TREE_TOKENS = 4096
 
     def label_probs(self, task, pairs):
         out = np.empty((len(pairs), len(LABELS[task])))
         by_sentence = {}
         for i, (sentence, value) in enumerate(pairs):
             by_sentence.setdefault(sentence, []).append((i, value))
+        header = self._header(task) if self.decoder is not None and self.head is not None else None
+        batch, tokens = [], 0
         for sentence, items in by_sentence.items():
             ids = [self.tokenize(prompt(task, sentence, value)) for _, value in items]
             if max(map(len, ids)) > self.max_len:
                 raise BadRecord(f"text is {max(map(len, ids))} tokens with the prompt, over the model's "
                                 f"context of {self.max_len}")
-            probs = self._probs_sharing_prefix(ids, self.label_ids[task])
-            for (i, _), p in zip(items, probs):
-                out[i] = p
+            rows = [i for i, _ in items]
+            common = shared_prefix(ids)
+            n = len(header[0]) if header else 0
+            if header is None or common <= n or ids[0][:n] != header[0]:
+                for i, p in zip(rows, self._probs_sharing_prefix(ids, self.label_ids[task])):
+                    out[i] = p
+                continue
+            group = (rows, ids[0][n:common], [x[common:] for x in ids])
+            size = len(group[1]) + sum(map(len, group[2]))
+            if batch and (len(batch) >= self.batch_size or tokens + size > self.TREE_TOKENS):
+                self._probs_tree(task, header, batch, out)
+                batch, tokens = [], 0
+            batch.append(group)
+            tokens += size
+        if batch:
+            self._probs_tree(task, header, batch, out)
         return out
+
+    def _header(self, task):
+        """(token ids, KV cache) of what every prompt of TASK shares before the sentence, computed once."""
+        if task not in self.headers:
+            torch = self.torch
+            a, z = self.tokenize(prompt(task, "a", "x")), self.tokenize(prompt(task, "z", "x"))
+            ids = a[:shared_prefix([a, z])]
+            keep = {"logits_to_keep": 1} if self.keep_logits else {}
+            with torch.inference_mode():
+                out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True, **keep)
+            self.headers[task] = (ids, output_cache(out))
+        return self.headers[task]
+
+    def _probs_tree(self, task, header, batch, out):
+        """Label probabilities of BATCH [(result rows, sentence tokens, suffixes)] in one decoder pass."""
+        torch = self.torch
+        header_ids, header_cache = header
+        ids, positions, allowed, last = flattened_tree(len(header_ids), [(own, sfx) for _, own, sfx in batch],
+                                                       self.pad)
+        dtype = self.model.dtype if self.model.dtype.is_floating_point else torch.float32
+        mask = torch.zeros(allowed.shape, dtype=dtype)
+        mask.masked_fill_(torch.from_numpy(~allowed), torch.finfo(dtype).min)
+        cache = copy.deepcopy(header_cache)
+        cache.batch_repeat_interleave(len(batch))
+        with torch.inference_mode():
+            hidden = self.decoder(input_ids=torch.from_numpy(ids).to(self.device),
+                                  attention_mask=mask[:, None].to(self.device),
+                                  position_ids=torch.from_numpy(positions).to(self.device),
+                                  use_cache=True, **{self.decoder_cache_arg: cache}).last_hidden_state
+            rows = torch.tensor([b for b, ends in enumerate(last) for _ in ends], device=self.device)
+            cols = torch.tensor([k for ends in last for k in ends], device=self.device)
+            logits = self.head(hidden[rows, cols])[:, self.label_ids[task]].float()
+            if self.softcap:
+                logits = torch.tanh(logits / self.softcap) * self.softcap
+            probs = torch.softmax(logits, dim=-1).cpu().numpy()
+        for i, p in zip((i for result_rows, _, _ in batch for i in result_rows), probs):
+            out[i] = p
 
     def _probs_sharing_prefix(self, ids, label_ids):
         torch = self.torch
@@ -195,8 +297,7 @@ class TransformersScorer(LabelScorer):
             for start in range(0, len(ids), self.batch_size):
                 rows = [x[common:] for x in ids[start:start + self.batch_size]]
                 width = max(map(len, rows))
-                pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-                input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.device)
+                input_ids = torch.tensor([r + [self.pad] * (width - len(r)) for r in rows], device=self.device)
                 mask = torch.tensor([[1] * (common + len(r)) + [0] * (width - len(r)) for r in rows],
                                     device=self.device)
                 positions = torch.arange(common, common + width, device=self.device).expand(len(rows), -1)
