@@ -14,6 +14,8 @@ llama.cpp and, dequantized, by transformers. Four methods:
   (2) llama-cpp  llama.cpp evaluating every prompt from scratch (LlamaCppScorer, reuse_cache=False)
   (3) gpv hf     gpv-score's transformers path (TransformersScorer.measure, shared prefix + KV copies)
   (4) gpv llama  gpv-score's llama-cpp path (LlamaCppScorer.measure, prefix reuse)
+  (5) gpv llama f32  (4) on the float32 copy of the same weights (--precision f32), for its speed and
+                 its agreement with (3); not part of the ratios
 
 Model loading and one warm-up pair per method are left out of the timings. Rates count the N x 10
 relevance pairs; each method also computes valence for the pairs it finds relevant, inside the time.
@@ -34,6 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from gpvtools.llama_util import dequantized  # noqa: E402
 from gpvtools.models import builtin_gguf  # noqa: E402
 from gpvtools.scoring import LABELS, RELEVANCE, THRESHOLD, VALENCE, first_label_tokens, prompt  # noqa: E402
 from gpvtools.values import system  # noqa: E402
@@ -131,6 +134,11 @@ def main():
                        sentences, values)
     reuse.close()
     rss[4] = peak_rss_mib()
+    f32 = LlamaCppScorer(dequantized(gguf), n_threads=args.threads)
+    results[5] = timed("(5) gpv-score llama-cpp --precision f32", lambda s, v: relevance_of(f32.measure(s, v), v),
+                       sentences, values)
+    f32.close()
+    rss[5] = peak_rss_mib()
     hf = TransformersScorer(gguf, device="cpu", batch_size=BATCH)
     reference = Reference(hf.model, hf.tokenizer)
     results[1] = timed("(1) reference generate", reference.measure, sentences, values)
@@ -140,16 +148,17 @@ def main():
     rss[3] = peak_rss_mib()
 
     names = {1: "(1) reference: transformers generate", 2: "(2) llama.cpp, every prompt from scratch",
-             3: "(3) gpv-score transformers", 4: "(4) gpv-score llama-cpp"}
+             3: "(3) gpv-score transformers", 4: "(4) gpv-score llama-cpp",
+             5: "(5) gpv-score llama-cpp --precision f32"}
     print()
     print(f"{'method':<42} {'pairs/s':>8} {'seconds':>8} {'peak RSS MiB':>13}")
-    for k in (1, 2, 3, 4):
+    for k in (1, 2, 3, 4, 5):
         seconds = results[k][0]
         print(f"{names[k]:<42} {n_pairs / seconds:8.2f} {seconds:8.1f} {rss[k]:13.0f}")
     print(f"speed-up (3)/(1): {results[1][0] / results[3][0]:.2f}x   (4)/(2): {results[2][0] / results[4][0]:.2f}x")
     print("pairs/s counts relevance pairs; valence for the relevant pairs is inside each method's time.")
-    print("peak RSS is the whole process's peak so far, read after each method (order: 2, 4, 1, 3).")
-    for a, b in ((3, 1), (4, 2)):
+    print("peak RSS is the whole process's peak so far, read after each method (order: 2, 4, 5, 1, 3).")
+    for a, b in ((3, 1), (4, 2), (5, 3), (4, 3)):
         x, y = results[a][1], results[b][1]
         agree = np.mean((x > THRESHOLD) == (y > THRESHOLD))
         print(f"relevance decisions ({a}) vs ({b}): agreement {agree:.4f}, mean |Δp_rel| "

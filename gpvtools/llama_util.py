@@ -1,6 +1,7 @@
 """Loading GGUF models with llama-cpp-python: checked paths and a quiet stderr."""
 
 import contextlib
+import ctypes
 import os
 import sys
 
@@ -52,3 +53,68 @@ def quiet_stderr():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def dequantized(path):
+    """An F32 copy of the GGUF at PATH (its quantized weights dequantized), made once and kept in the cache.
+
+    llama.cpp multiplies quantized weights by activations it quantizes to 8 bits; on the F32 copy it computes
+    in float32, as transformers does after dequantizing the same file, so the two backends give the same
+    numbers up to rounding. The copy lives in $GPV_CACHE_DIR/models, keyed by the source's path, size and
+    modification time; it is written to a temporary file and renamed, so a killed run leaves no half file
+    under the final name (and the next run removes the killed run's temporary file).
+    """
+    import hashlib
+    import socket
+    from pathlib import Path
+
+    from .llm.cache import default_dir
+
+    try:
+        import llama_cpp
+    except ImportError:
+        raise MissingDependency("a GGUF model", "llama-cpp-python", "cpu") from None
+    check_gguf(path)
+    source = Path(path).resolve()
+    stat = source.stat()
+    key = hashlib.sha256(f"{source}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    directory = default_dir() / "models"
+    target = directory / f"{source.stem}.{key}.f32.gguf"
+    if target.is_file():
+        return str(target)
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as e:
+        raise GpvError(f"cannot create {directory} for the float32 copy of {path}: {e.strerror}") from None
+    host = socket.gethostname()
+    for stale in directory.glob(f".{target.name}.{host}.*.tmp"):  # left by a killed run on this host
+        pid = stale.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    temp = directory / f".{target.name}.{host}.{os.getpid()}.tmp"
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_ALL_F32
+    params.allow_requantize = True
+    params.nthread = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    try:
+        with quiet_stderr():
+            status = llama_cpp.llama_model_quantize(str(source).encode(), str(temp).encode(), ctypes.byref(params))
+        if status != 0:
+            raise GpvError(f"model {path}: llama.cpp could not dequantize it to float32 (status {status})")
+        os.chmod(temp, 0o600)
+        os.replace(temp, target)
+    except OSError as e:
+        raise GpvError(f"model {path}: cannot write its float32 copy in {directory}: {e.strerror}") from None
+    finally:
+        temp.unlink(missing_ok=True)
+    return str(target)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -210,6 +210,32 @@ def test_prefix_cache_changes_nothing(llama_run, records):
     assert worst <= 1e-3
 
 
+def test_precision_f32_scores_a_float32_copy_made_once(invoke, records, tmp_path, monkeypatch):
+    """--precision f32 dequantizes the GGUF into the cache once; a killed conversion's temporary file goes."""
+    import socket
+
+    monkeypatch.setenv("GPV_CACHE_DIR", str(tmp_path))
+    args = [*MODEL, "-b", "llama-cpp", "-q", "--precision", "f32"]
+    first = invoke(score.main, args, lines(records))
+    assert first.exit_code == 0, first.stderr
+    for record in parse(first.stdout):
+        for value in SCHWARTZ:
+            check_gpv_entry(record["values"][value])
+    [copy] = (tmp_path / "models").iterdir()
+    assert copy.name.startswith("SmolLM2-135M-Instruct.Q4_1.") and copy.name.endswith(".f32.gguf")
+    assert copy.read_bytes()[:4] == b"GGUF"
+    assert copy.stat().st_size > 5 * os.path.getsize(MODEL[1])  # 32 bits a weight against Q4_1's ~5
+    made = copy.stat().st_mtime_ns
+    again = invoke(score.main, args, lines(records))
+    assert again.stdout == first.stdout and copy.stat().st_mtime_ns == made  # reused, not remade
+    copy.unlink()
+    stale = tmp_path / "models" / f".{copy.name}.{socket.gethostname()}.{2 ** 22 + 1}.tmp"  # above any pid
+    stale.write_bytes(b"half a file")
+    remade = invoke(score.main, args, lines(records))
+    assert remade.stdout == first.stdout
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [copy.name]
+
+
 def test_llama_cpp_batches_do_not_change_results(llama_run, records):
     one = run_score([*MODEL, "-b", "llama-cpp", "-q", "--batch-size", "1"], lines(records))
     assert one.stdout == llama_run.stdout
@@ -235,9 +261,12 @@ def test_transformers_batches_do_not_change_results(hf_batches):
                     assert abs(x[p] - y[p]) <= 1e-4, (a["id"], value, p, x[p], y[p])
 
 
-def test_transformers_quiet_means_quiet(hf_batches):
+def test_transformers_quiet_means_quiet(hf_batches, invoke):
     # transformers' GGUF loader draws its own tqdm bar ("Converting and de-quantizing GGUF tensors...")
     assert hf_batches[1].stderr == hf_batches[8].stderr == ""
+    # the built-in scorer's peft adapter imports bitsandbytes, whose CPU backend logs about a kernels package
+    result = invoke(score.main, ["-b", "transformers", "--device", "cpu", "--values", "Power", "-q"], ONE)
+    assert (result.exit_code, result.stderr) == (0, "")
 
 
 def test_transformers_on_cuda(invoke):
@@ -311,6 +340,8 @@ def test_a_text_over_the_context_is_one_bad_record_of_its_batch(invoke):
      "--load-in-8bit needs a CUDA GPU (bitsandbytes); none is available here"),
     ([*MODEL, "-b", "transformers", "--load-in-4bit", "--load-in-8bit"], 2,
      "--load-in-4bit and --load-in-8bit exclude each other"),
+    ([*MODEL, "-b", "transformers", "--precision", "f32"], 2, "--precision is for the llama-cpp backend, not transformers"),
+    (["-b", "dictionary", "--precision", "native"], 2, "--precision is for the llama-cpp backend, not dictionary"),
 ])
 def test_setup_errors(invoke, args, code, message):
     torch = pytest.importorskip("torch")

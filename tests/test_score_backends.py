@@ -24,16 +24,16 @@ THREADS = 1
 SCHWARTZ = ["Self-Direction", "Power", "Universalism", "Achievement", "Security", "Stimulation", "Conformity",
             "Tradition", "Hedonism", "Benevolence"]
 
-# llama.cpp vs transformers on 1,000 pairs. The issue asks for >= 95% agreement of the relevance decision
-# and mean |Δp_rel| <= 0.03. This base model does not reach the first: it is not trained on the task, so
-# p_rel crowds around the 0.5 threshold, and the two libraries do not compute the same numbers: llama.cpp
-# multiplies Q4_1 weights by activations it quantizes to 8 bits, transformers multiplies dequantized
-# float32 weights (the tokenizations are identical). Measured here: agreement 0.925, mean |Δp_rel| 0.026,
-# max 0.10; valence mean |Δp| 0.024, max 0.11. The bounds below are those measurements with a small
-# margin, not the issue's targets; a trained scorer (p_rel far from 0.5) should be held to the targets.
-AGREEMENT_FLOOR = 0.90
-MEAN_DELTA_CEILING = 0.03
-MAX_DELTA_CEILING = 0.15
+# llama.cpp vs transformers on 1,000 pairs; the issue asks for >= 95% agreement of the relevance decision
+# and mean |Δp_rel| <= 0.03. With --precision f32 llama.cpp computes on a float32 copy of the GGUF's
+# weights, as transformers does after dequantizing the same file, and the targets hold (measured: base
+# 1.000, mean |Δp_rel| 0.0005; built-in scorer 0.997, 0.0004). With the file's own Q4_1 kernels
+# (--precision native) llama.cpp also quantizes the activations to 8 bits, and this base model, untrained
+# on the task, leaves p_rel crowded around the 0.5 threshold: measured agreement 0.925, mean |Δp_rel|
+# 0.026, max 0.10; valence mean |Δp| 0.024, max 0.11. For native the bounds are those measurements with a
+# small margin, not the issue's targets.
+BOUNDS = {"f32": {"agreement": 0.95, "mean": 0.03, "max": 0.01},
+          "native": {"agreement": 0.90, "mean": 0.03, "max": 0.15}}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -69,6 +69,26 @@ def llama_rel(llama, pairs):
     return llama.label_probs(RELEVANCE, pairs)[:, 0]
 
 
+@pytest.fixture(scope="module")
+def f32_gguf(tmp_path_factory):
+    """The float32 copy gpv-score --precision f32 makes, in a cache of the test's own."""
+    from gpvtools.llama_util import dequantized
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GPV_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    yield dequantized(GGUF)
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def llama_by_precision(llama, f32_gguf):
+    from gpvtools.scoring.llama import LlamaCppScorer
+
+    scorer = LlamaCppScorer(f32_gguf, n_threads=THREADS)
+    yield {"native": llama, "f32": scorer}
+    scorer.close()
+
+
 def compare(name, a, b):
     """(agreement of the p > 0.5 decisions, mean |Δp|, max |Δp|), printed for `pytest -s`."""
     a, b = np.asarray(a), np.asarray(b)
@@ -86,44 +106,54 @@ def hf():
     return TransformersScorer(GGUF, device="cpu")
 
 
-def test_transformers_agrees_with_llama_cpp(llama, llama_rel, pairs, hf):
-    hf_rel = hf.label_probs(RELEVANCE, pairs)[:, 0]
-    agreement, mean_delta, max_delta = compare("llama-cpp vs transformers, relevance", llama_rel, hf_rel)
-    assert agreement >= AGREEMENT_FLOOR
-    assert mean_delta <= MEAN_DELTA_CEILING
-    assert max_delta <= MAX_DELTA_CEILING
+@pytest.fixture(scope="module")
+def hf_rel(hf, pairs):
+    return hf.label_probs(RELEVANCE, pairs)[:, 0]
+
+
+@pytest.mark.parametrize("precision", ["f32", "native"])
+def test_transformers_agrees_with_llama_cpp(llama_by_precision, precision, llama_rel, pairs, hf, hf_rel):
+    llama = llama_by_precision[precision]
+    local = llama_rel if precision == "native" else llama.label_probs(RELEVANCE, pairs)[:, 0]
+    bounds = BOUNDS[precision]
+    agreement, mean_delta, max_delta = compare(f"llama-cpp ({precision}) vs transformers, relevance", local,
+                                               hf_rel)
+    assert agreement >= bounds["agreement"]
+    assert mean_delta <= bounds["mean"]
+    assert max_delta <= bounds["max"]
     # valence on the first 100 pairs: the same three-way distribution, up to the same numeric noise
     some = pairs[:100]
     a, b = llama.label_probs(VALENCE, some), hf.label_probs(VALENCE, some)
     delta = np.abs(a - b)
     print(f"valence: mean |Δp| {delta.mean():.5f}, max {delta.max():.5f}, "
           f"argmax agreement {np.mean(a.argmax(1) == b.argmax(1)):.3f}")
-    assert delta.mean() <= MEAN_DELTA_CEILING
-    assert delta.max() <= MAX_DELTA_CEILING
+    assert delta.mean() <= bounds["mean"]
+    assert delta.max() <= bounds["max"]
 
 
-def test_the_builtin_scorer_agrees_across_backends(pairs):
-    """The trained built-in scorer (base GGUF + its LoRA: GGUF LoRA for llama.cpp, peft for transformers).
+def test_the_builtin_scorer_agrees_across_backends(pairs, f32_gguf):
+    """The trained built-in scorer (base GGUF + its LoRA: GGUF LoRA for llama.cpp, peft for transformers),
+    as gpv-score runs it by default: llama.cpp on the float32 copy (--precision auto = f32 for it).
 
-    The issue's targets are >= 95% of 1,000 relevance decisions the same and mean |Δp_rel| <= 0.03. Measured
-    here: agreement 0.892, mean |Δp_rel| 0.024, max 0.097 — the mean is met, the agreement is not: this
-    small scorer (61% held-out relevance accuracy) still leaves many p_rel near 0.5, where Q4_1 kernels
-    against dequantized float32 flip decisions. The floor below is that measurement with a margin."""
+    The issue's targets: >= 95% of 1,000 relevance decisions the same, mean |Δp_rel| <= 0.03. Measured: 0.997,
+    0.0004. (With the Q4_1 kernels, --precision native: 0.892, 0.024 — 42% of this small scorer's p_rel lie
+    within 0.05 of the threshold, where 8-bit activations flip decisions.)"""
     from gpvtools.models import builtin_scorer_files
     from gpvtools.scoring.hf import TransformersScorer
     from gpvtools.scoring.llama import LlamaCppScorer
 
     files = builtin_scorer_files()
-    llama = LlamaCppScorer(files["gguf"], n_threads=THREADS, lora_path=files["lora"])
+    llama = LlamaCppScorer(f32_gguf, n_threads=THREADS, lora_path=files["lora"])
     try:
         local = llama.label_probs(RELEVANCE, pairs)[:, 0]
     finally:
         llama.close()
     hf = TransformersScorer(files["gguf"], device="cpu", adapter=files["adapter"])
-    agreement, mean_delta, _ = compare("built-in scorer, llama-cpp vs transformers, relevance", local,
-                                       hf.label_probs(RELEVANCE, pairs)[:, 0])
-    assert agreement >= 0.87
+    agreement, mean_delta, max_delta = compare("built-in scorer, llama-cpp (f32) vs transformers, relevance", local,
+                                               hf.label_probs(RELEVANCE, pairs)[:, 0])
+    assert agreement >= 0.95
     assert mean_delta <= 0.03
+    assert max_delta <= 0.01
 
 
 @pytest.mark.parametrize("path", ["flattened tree", "per sentence"])

@@ -35,6 +35,9 @@ def build_scorer(o):
     """A scorer from the command's options (a dict)."""
     backend = pick_backend(o["backend"], o["model"], o["base_url"], o["url_on_command_line"])
     model = o["model"]
+    precision = o.get("precision", "auto")
+    if precision != "auto" and backend != "llama-cpp":
+        raise UsageError(f"--precision is for the llama-cpp backend, not {backend}")
     if backend == "dictionary":
         from ..scoring.dictionary import DictionaryScorer
 
@@ -57,10 +60,14 @@ def build_scorer(o):
         model = files["gguf"]
         adapter = adapter or (files["lora"] if backend == "llama-cpp" else files["adapter"])
     if backend == "llama-cpp":
+        from ..llama_util import dequantized
         from ..scoring.llama import LlamaCppScorer
 
         if not Path(model).exists():
             raise UsageError(f"model {model} does not exist")
+        if precision == "f32" or (precision == "auto" and name == BUILTIN):
+            name = name or Path(model).name
+            model = dequantized(model)
         return LlamaCppScorer(model, name=name, n_ctx=o["n_ctx"], n_threads=o["threads"],
                               n_gpu_layers=o["n_gpu_layers"], lora_path=adapter,
                               reuse_cache=not o["no_prefix_cache"])
@@ -175,6 +182,11 @@ def _list_values(ctx, param, value):
 @click.option("--threads", type=click.IntRange(min=1), help="llama-cpp: CPU threads  [default: half the cores]")
 @click.option("--n-gpu-layers", type=int, default=0, show_default=True,
               help="llama-cpp: layers offloaded to a GPU when the build has one (-1: all).")
+@click.option("--precision", type=click.Choice(["auto", "native", "f32"]), default="auto", show_default=True,
+              help="llama-cpp: native computes with the GGUF's quantized kernels (which quantize activations "
+                   "to 8 bits); f32 computes on a float32 copy of the same weights, made once in the cache "
+                   "(4-8x the file's size), as transformers does: the two backends then agree. auto: f32 for "
+                   "the built-in model, native for a --model.")
 @click.option("--no-prefix-cache", is_flag=True,
               help="llama-cpp: evaluate every prompt from scratch (slower; for checking that reuse changes "
                    "nothing).")
@@ -192,7 +204,7 @@ def _list_values(ctx, param, value):
               help="openai: retries on connection errors, 429 and 5xx, with exponential backoff.")
 @stream_options
 def main(stream, text_field, id_field, values_spec, values_field, model, backend, adapter, valence_mode, batch_size, device, dtype, load_in_4bit,
-         load_in_8bit, n_ctx, threads, n_gpu_layers, no_prefix_cache, base_url, api_key, top_logprobs,
+         load_in_8bit, n_ctx, threads, n_gpu_layers, precision, no_prefix_cache, base_url, api_key, top_logprobs,
          concurrency, timeout, retries):
     """Measure the values in each record's text: relevance, valence and score per value.
 
@@ -248,12 +260,23 @@ main.man_sections = {
         "otherwise (llama-cpp-python's server for a model without BOS, whose echo is one token off) the "
         "top log-probabilities are widened tenfold until the label is among them. Nothing is guessed."
     ),
+    "PRECISION": (
+        "With a quantized GGUF, llama.cpp multiplies the quantized weights by activations it quantizes to 8 "
+        "bits, while transformers dequantizes the same file to float32; on a pair whose p_rel lies near 0.5 "
+        "the two can decide relevance differently. --precision f32 has llama.cpp dequantize the weights once "
+        "into a float32 copy (kept in $GPV_CACHE_DIR/models, 4-8 times the file's size) and compute on it, so "
+        "both backends give the same numbers up to rounding. It is the default (auto) for the built-in model, "
+        "whose copy is 515 MiB; a --model keeps its own kernels (native) unless asked."
+    ),
     "SPEED": (
         "llama-cpp tokenizes each prompt whole and evaluates only the tokens after the longest prefix it "
         "shares with the prompt before, so the task header and the sentence are evaluated once per record "
         "and every further value costs only its own tokens; the results equal scoring from scratch "
-        "(--no-prefix-cache). transformers runs the prefix that a record's prompts share once and a batch of "
-        "the values' suffixes on copies of its KV cache. Valence is only computed for relevant pairs. "
+        "(--no-prefix-cache). transformers keeps the task header's KV cache and runs a batch of records in "
+        "one pass, each record's row holding its sentence followed by all its values' suffixes, each suffix "
+        "positioned and masked as if it followed the sentence alone (a prefix tree flattened into a row); "
+        "only the suffixes' last positions are projected onto the vocabulary. Valence is only computed for "
+        "relevant pairs. "
         "For large corpora point --base-url at a vLLM server with prefix caching."
     ),
     "EXAMPLES": (

@@ -15,6 +15,7 @@ import contextlib
 import copy
 import functools
 import inspect
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -76,6 +77,8 @@ def load_model(spec, device="auto", dtype="auto", load_in_4bit=False, load_in_8b
         transformers.utils.logging.set_verbosity_error()
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module="peft")
+        # peft imports bitsandbytes, whose CPU backend logs a warning about an optional kernels package
+        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     device = resolve_device(device)
     if (load_in_4bit or load_in_8bit) and not device.startswith("cuda"):
         flag = "--load-in-4bit" if load_in_4bit else "--load-in-8bit"
