@@ -24,19 +24,33 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@ $(VENV)/.cpu
 
-# Every stage, on built-in defaults: no key, no network, no GPU. gpv-parse runs the packaged SmolLM2
-# GGUF (its replies are cached, so a second run skips it); one row per author.
+# Every stage, on built-in defaults: no key, no network, no GPU. gpv-parse and gpv-elicit run the packaged
+# SmolLM2 GGUF (their replies are cached, so a second run skips them); gpv-score the built-in scorer.
+# 1) blog posts -> one row per author, and the stability of its perception scores (gpv-validate);
+# 2) gpv-elicit: questions for three values, the built-in model's answers, one row per model.
+DEMO := build/demo
 DEMO_COLUMNS := author perceptions=n_perceptions Self-Dir=values.Self-Direction.score Stimul=values.Stimulation.score \
 	Hedon=values.Hedonism.score Achiev=values.Achievement.score Power=values.Power.score \
 	Secur=values.Security.score Conform=values.Conformity.score Trad=values.Tradition.score \
 	Benev=values.Benevolence.score Univ=values.Universalism.score
+ELICIT_VALUES := Power,Benevolence,Hedonism
 
 demo: $(VENV)/.cpu
+	mkdir -p $(DEMO)
 	$(BIN)/gpv-chunk examples/posts.jsonl \
 	| $(BIN)/gpv-parse \
 	| $(BIN)/gpv-score --values schwartz \
+	| tee $(DEMO)/scored.jsonl \
 	| $(BIN)/gpv-aggregate --by author \
 	| $(BIN)/python -m gpvtools.table $(DEMO_COLUMNS)
+	$(BIN)/gpv-validate stability --by author --table -o $(DEMO)/stability.json $(DEMO)/scored.jsonl
+	$(BIN)/gpv-elicit questions --values $(ELICIT_VALUES) -n 2 --max-tokens 200 \
+	| $(BIN)/gpv-elicit ask --subject smollm2=builtin --max-tokens 128 \
+	| $(BIN)/gpv-parse --prompt ai \
+	| $(BIN)/gpv-score --values $(ELICIT_VALUES) \
+	| $(BIN)/gpv-aggregate --by subject \
+	| $(BIN)/python -m gpvtools.table subject perceptions=n_perceptions Power=values.Power.score \
+		Benev=values.Benevolence.score Hedon=values.Hedonism.score
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q
