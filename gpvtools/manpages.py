@@ -98,7 +98,7 @@ def render(cmd):
     for title, body in COMMON_SECTIONS.items():
         sections.setdefault(title, body)
     for title, body in sections.items():
-        lines += [f".SH {title}", *_paragraphs(body)]
+        lines += [f".SH {title}", *_paragraphs(body() if callable(body) else body)]
     others = [f"{command(n).name}(1)" for n in COMMANDS if command(n).name != name]
     if others:
         lines += [".SH SEE ALSO", _escape(", ".join(others))]

@@ -34,3 +34,13 @@ def builtin_scorer_files():
     if not lora.is_file() or not (adapter / "adapter_config.json").is_file():
         raise GpvError(f"the built-in scorer's adapter is missing from {here}; reinstall gpvtools")
     return {"gguf": builtin_gguf(), "lora": str(lora), "adapter": str(adapter)}
+
+
+def builtin_scorer_card():
+    """What the built-in scorer is and how it was made: gpvtools/data/builtin/model.json, written by
+    `python -m gpvtools.training.ship` from gpv-train's report (split, configuration, held-out accuracy)."""
+    from importlib import resources
+
+    import orjson
+
+    return orjson.loads(resources.files("gpvtools").joinpath("data/builtin/model.json").read_bytes())

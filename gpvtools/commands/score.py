@@ -246,6 +246,40 @@ def main(stream, text_field, id_field, values_spec, values_field, model, backend
     run_command("gpv-score", build, stream)
 
 
+def builtin_model_text():
+    """The man page's account of the built-in scorer, read from the card that ships with it."""
+    from ..models import builtin_scorer_card
+
+    card = builtin_scorer_card()
+    cfg, acc = card["config"], card["heldout_accuracy"]
+    rel, val = acc["transformers"]["relevance"], acc["transformers"]["valence"]
+    support = sum(n for k, n in val["confusion"].items() if k.startswith("support->"))
+
+    def pct(x):
+        return f"{100 * x:.1f}%"
+
+    measured = "; ".join(f"{backend}: relevance {pct(a['relevance']['accuracy'])}, valence "
+                         f"{pct(a['valence']['accuracy'])}" for backend, a in acc.items())
+    return (
+        f"With no --model, gpv-score uses a small ValueLlama trained with gpv-train on a CPU. Base: {card['base']}. "
+        f"Adapter: LoRA r={cfg['lora_r']}, alpha={cfg['lora_alpha']} on {', '.join(cfg['targets'])} of the last "
+        f"{cfg['lora_layers']} layers, {card['training']['steps']} steps of "
+        f"{cfg['batch_size'] * cfg['accumulation']} examples, learning rate {cfg['learning_rate']:g}, seed "
+        f"{card['seed']}; shipped as a GGUF LoRA (llama-cpp) and a peft adapter (transformers) in "
+        f"gpvtools/data/builtin, whose model.json records all of this. Data: {card['data']} "
+        f"({card['train_examples']} training examples). Held out: {len(card['heldout_values'])} values, none "
+        f"of them in the four built-in systems, listed in model.json, with all their items "
+        f"({card['heldout_examples']} examples: {rel['n']} relevance, half of them \"yes\", and {val['n']} "
+        f"valence, {pct(support / val['n'])} of them \"support\"). Accuracy on them, as gpv-train measured it "
+        f"after training (bench/builtin_accuracy.py re-measures it through gpv-score): {measured}. Chance is "
+        f"50% for relevance; always answering \"support\" gets {pct(support / val['n'])} of valence. This is far "
+        f"from the paper's ValueLlama-3-8B (90.0% and 91.5% on its held-out values): the built-in model shows the "
+        f"pipeline working offline and is not a measurement instrument. For research-grade results use "
+        f"ValueLlama-3-8B (-m Value4AI/ValueLlama-3-8B on a GPU, or one of its GGUF quantisations on a CPU), "
+        f"or train a larger base with gpv-train."
+    )
+
+
 main.man_sections = {
     "HOW PROBABILITIES ARE READ": (
         "The prompts are byte for byte the two templates ValueLlama was trained on (paper App. A, Prompt 1), "
@@ -279,6 +313,7 @@ main.man_sections = {
         "relevant pairs. "
         "For large corpora point --base-url at a vLLM server with prefix caching."
     ),
+    "THE BUILT-IN MODEL": lambda: builtin_model_text(),
     "EXAMPLES": (
         "\\b\\n"
         "gpv-score --values vsm perceptions.jsonl > scored.jsonl\\n"
