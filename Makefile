@@ -11,7 +11,20 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.cpu: pyproject.toml | $(BIN)/python
+# llama-cpp-python compiles llama.cpp. By default it compiles for the building CPU's every
+# instruction (AVX-512 here), and pip caches that wheel and hands it to any later install: on a
+# CPU without those instructions (another CI host, an HPC compute node) the first model call dies
+# with "Illegal instruction". So it is built for x86-64 with AVX2/FMA/F16C, which every x86 server
+# of the last decade has, and never from or into pip's cache. For this CPU's fastest build, on a
+# machine that builds and runs: make LLAMA_CMAKE_ARGS=-DGGML_NATIVE=ON.
+LLAMA_CPP ?= llama-cpp-python==0.3.36
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DGGML_BMI2=ON -DGGML_AVX512=OFF
+$(VENV)/.llama: | $(BIN)/python
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q --no-cache-dir --force-reinstall --no-deps '$(LLAMA_CPP)'
+	touch $@
+
+$(VENV)/.cpu: pyproject.toml $(VENV)/.llama | $(BIN)/python
 	$(BIN)/pip install -q -e '.[cpu]'
 	touch $@
 
@@ -19,7 +32,7 @@ $(VENV)/.cpu: pyproject.toml | $(BIN)/python
 # would fetch a multi-GB CUDA build); override with `make test TORCH=...`.
 TORCH ?= torch==2.13.0
 
-$(VENV)/.dev: pyproject.toml | $(BIN)/python
+$(VENV)/.dev: pyproject.toml $(VENV)/.llama | $(BIN)/python
 	$(BIN)/pip install -q '$(TORCH)'
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@ $(VENV)/.cpu
