@@ -27,7 +27,7 @@ SCHWARTZ = ["Self-Direction", "Power", "Universalism", "Achievement", "Security"
 # llama.cpp vs transformers on 1,000 pairs; the issue asks for >= 95% agreement of the relevance decision
 # and mean |Δp_rel| <= 0.03. With --precision f32 llama.cpp computes on a float32 copy of the GGUF's
 # weights, as transformers does after dequantizing the same file, and the targets hold (measured: base
-# 1.000, mean |Δp_rel| 0.0005; built-in scorer 0.997, 0.0004). With the file's own Q4_1 kernels
+# 1.000, mean |Δp_rel| 0.0005; built-in scorer 1.000, 0.0005). With the file's own Q4_1 kernels
 # (--precision native) llama.cpp also quantizes the activations to 8 bits, and this base model, untrained
 # on the task, leaves p_rel crowded around the 0.5 threshold: measured agreement 0.925, mean |Δp_rel|
 # 0.026, max 0.10; valence mean |Δp| 0.024, max 0.11. For native the bounds are those measurements with a
@@ -135,9 +135,9 @@ def test_the_builtin_scorer_agrees_across_backends(pairs, f32_gguf):
     """The trained built-in scorer (base GGUF + its LoRA: GGUF LoRA for llama.cpp, peft for transformers),
     as gpv-score runs it by default: llama.cpp on the float32 copy (--precision auto = f32 for it).
 
-    The issue's targets: >= 95% of 1,000 relevance decisions the same, mean |Δp_rel| <= 0.03. Measured: 0.997,
-    0.0004. (With the Q4_1 kernels, --precision native: 0.892, 0.024 — 42% of this small scorer's p_rel lie
-    within 0.05 of the threshold, where 8-bit activations flip decisions.)"""
+    The issue's targets: >= 95% of 1,000 relevance decisions the same, mean |Δp_rel| <= 0.03. Measured with the
+    4-epoch adapter: 1.000, 0.0005, max 0.003. (With the Q4_1 kernels, --precision native: 0.988, 0.020 — 8-bit
+    activations flip the few decisions whose p_rel lies near the threshold.)"""
     from gpvtools.models import builtin_scorer_files
     from gpvtools.scoring.hf import TransformersScorer
     from gpvtools.scoring.llama import LlamaCppScorer

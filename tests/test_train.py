@@ -115,6 +115,24 @@ def test_tiny_run_writes_adapter_gguf_split_and_report(tiny_run):
         for task in ("relevance", "valence"):
             assert 0 <= report["heldout"][backend][task]["accuracy"] <= 1
     assert "resuming at step 2/4" in resumed.stderr
+    assert report["training"]["final_loss"] > 0
+
+
+def test_resume_after_the_last_step_evaluates_and_keeps_the_final_loss(tiny_run):
+    """A run interrupted after training resumes straight into the evaluation; the checkpoint carries the
+    recent losses, so the report's final loss is the finished run's, not missing."""
+    from click.testing import CliRunner
+
+    out, _, resumed = tiny_run
+    split = orjson.loads((out / "split.json").read_bytes())
+    args = [split["data"][0], "-o", str(out), "--holdout", "2", "--seed", "3", "--batch-size", "4",
+            "--accumulation", "1", "--lora-r", "4", "--save-every", "2", "--max-steps", "4", "--resume"]
+    again = CliRunner().invoke(train.main, args, catch_exceptions=False)
+    assert again.exit_code == 0, again.stderr
+    assert "resuming at step 4/4" in again.stderr
+    before, after = orjson.loads(resumed.stdout), orjson.loads(again.stdout)
+    assert after["training"]["final_loss"] == before["training"]["final_loss"]
+    assert after["heldout"]["transformers"] == before["heldout"]["transformers"]
 
 
 def test_trained_adapter_is_used_by_gpv_score_on_both_backends(tiny_run, invoke):

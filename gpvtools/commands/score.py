@@ -258,7 +258,8 @@ def builtin_model_text():
     def pct(x):
         return f"{100 * x:.1f}%"
 
-    measured = "; ".join(f"{backend}: relevance {pct(a['relevance']['accuracy'])}, valence "
+    shown = {"llama-cpp": "llama-cpp with the GGUF's Q4_1 kernels"}
+    measured = "; ".join(f"{shown.get(backend, backend)}: relevance {pct(a['relevance']['accuracy'])}, valence "
                          f"{pct(a['valence']['accuracy'])}" for backend, a in acc.items())
     return (
         f"With no --model, gpv-score uses a small ValueLlama trained with gpv-train on a CPU. Base: {card['base']}. "

@@ -170,7 +170,7 @@ main.man_sections = {
     "THE BUILT-IN SCORER": (
         "gpv-score's default model was made with this command on a 2-core CPU: "
         "gpv-train value_orientation.csv -o build/builtin --keep-values all --holdout 50 --seed 0 --epochs 4 "
-        "--max-steps 300 --lora-r 8 --lora-alpha 16 --lora-layers 15, then python -m gpvtools.training.ship "
+        "--lora-r 8 --lora-alpha 16 --lora-layers 15, then python -m gpvtools.training.ship "
         "build/builtin. Its base, split and held-out accuracy are in gpv-score(1), THE BUILT-IN MODEL."
     ),
 }

@@ -160,6 +160,7 @@ def train(model, tokenizer, examples, cfg, out_dir, resume=False, progress=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     ckpt = Path(out_dir) / "checkpoint" / "state.pt"
     step = 0
+    losses = []
     if resume and ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=True)
         trainable = dict((n, p) for n, p in model.named_parameters() if p.requires_grad)
@@ -168,6 +169,7 @@ def train(model, tokenizer, examples, cfg, out_dir, resume=False, progress=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]
+        losses = list(state.get("losses", []))  # checkpoints before this field: no final loss on resume
         sys.stderr.write(f"gpv-train: resuming at step {step}/{total_steps} from {ckpt}\n")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     from ..scoring.hf import cache_kwarg
@@ -176,7 +178,6 @@ def train(model, tokenizer, examples, cfg, out_dir, resume=False, progress=True)
     bar = Progress(total_steps, progress, every=cfg.save_every)
     model.train()
     micro = 0
-    losses = []
     batches = []
     epoch = 0
     while step < total_steps:
@@ -202,18 +203,18 @@ def train(model, tokenizer, examples, cfg, out_dir, resume=False, progress=True)
             step += 1
             bar.update(step, float(np.mean(losses[-cfg.accumulation * 10:])))
             if step % cfg.save_every == 0 or step == total_steps:
-                _save_checkpoint(torch, model, optimizer, scheduler, step, ckpt)
+                _save_checkpoint(torch, model, optimizer, scheduler, step, ckpt, losses[-50:])
     bar.close()
     model.eval()
     return {"steps": total_steps, "examples": len(data), "final_loss": float(np.mean(losses[-50:])) if losses else None}
 
 
-def _save_checkpoint(torch, model, optimizer, scheduler, step, path):
+def _save_checkpoint(torch, model, optimizer, scheduler, step, path, losses):
     path.parent.mkdir(parents=True, exist_ok=True)
     weights = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
     tmp = path.with_suffix(".tmp")
     torch.save({"weights": weights, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "step": step}, tmp)
+                "step": step, "losses": losses}, tmp)
     os.replace(tmp, path)
 
 
