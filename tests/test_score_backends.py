@@ -27,13 +27,15 @@ SCHWARTZ = ["Self-Direction", "Power", "Universalism", "Achievement", "Security"
 # llama.cpp vs transformers on 1,000 pairs; the issue asks for >= 95% agreement of the relevance decision
 # and mean |Δp_rel| <= 0.03. With --precision f32 llama.cpp computes on a float32 copy of the GGUF's
 # weights, as transformers does after dequantizing the same file, and the targets hold (measured: base
-# 1.000, mean |Δp_rel| 0.0005; built-in scorer 1.000, 0.0005). With the file's own Q4_1 kernels
+# 0.998, mean |Δp_rel| 0.0005; built-in scorer 1.000, 0.0005). With the file's own Q4_1 kernels
 # (--precision native) llama.cpp also quantizes the activations to 8 bits, and this base model, untrained
-# on the task, leaves p_rel crowded around the 0.5 threshold: measured agreement 0.925, mean |Δp_rel|
-# 0.026, max 0.10; valence mean |Δp| 0.024, max 0.11. For native the bounds are those measurements with a
-# small margin, not the issue's targets.
+# on the task, leaves p_rel crowded around the 0.5 threshold. How far the two then drift apart depends on
+# the SIMD path llama.cpp was compiled for: measured with AVX-512 kernels, agreement 0.925, mean |Δp_rel|
+# 0.026, max 0.10, valence mean |Δp| 0.024, max 0.11; with the AVX2 kernels the Makefile now builds,
+# 0.937, 0.022, 0.094, valence 0.030, 0.14. For native the bounds cover both with a margin; they are
+# not the issue's targets, which f32 meets.
 BOUNDS = {"f32": {"agreement": 0.95, "mean": 0.03, "max": 0.01},
-          "native": {"agreement": 0.90, "mean": 0.03, "max": 0.15}}
+          "native": {"agreement": 0.90, "mean": 0.04, "max": 0.20}}
 
 
 @pytest.fixture(scope="module", autouse=True)
