@@ -156,14 +156,20 @@ def wait_for(predicate, seconds=30):
         time.sleep(0.05)
 
 
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_signal_ends_a_stage_cleanly_with_its_output_flushed(stage, signum, tmp_path):
     """The stage reads from a pipe that stays open; 8 records go in (gpv-score's batch), then the signal."""
     argv, record = STAGES[stage]
     out = tmp_path / "out.jsonl"
+    # SIGINT as an interactive shell delivers it: a test run started in the background (`cmd &` in a script,
+    # nohup) ignores SIGINT, its children inherit that, and a stage started so rightly keeps ignoring it.
     proc = subprocess.Popen(argv + ["-o", str(out)], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=clean_env(tmp_path))
+                            env=clean_env(tmp_path), preexec_fn=_default_sigint)
     proc.stdin.write(jsonl(record(i) for i in range(8)))
     proc.stdin.flush()
     if stage == "aggregate":
