@@ -79,6 +79,11 @@ def test_holdout_too_large(tmp_path, invoke, prism_csv):
     assert result.stderr == "gpv-train: error: cannot hold out 99 values: only 6 can be held out\n"
 
 
+def tiny_args(data, out):
+    return [str(data), "-o", str(out), "--holdout", "2", "--seed", "3", "--batch-size", "4",
+            "--accumulation", "1", "--lora-r", "4", "--save-every", "2"]
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A few real LoRA steps on SmolLM2 over a ValueBench subset plus a ValuePrism-format file."""
@@ -89,8 +94,7 @@ def tiny_run(tmp_path_factory):
     subset = tmp / "vb.csv"
     subset.write_text("\n".join(lines[:121]) + "\n", encoding="utf-8")  # header + 120 items
     out = tmp / "out"
-    args = [str(subset), "-o", str(out), "--holdout", "2", "--seed", "3", "--batch-size", "4",
-            "--accumulation", "1", "--lora-r", "4", "--save-every", "2"]
+    args = tiny_args(subset, out)
     first = CliRunner().invoke(train.main, args + ["--max-steps", "2"], catch_exceptions=False)
     assert first.exit_code == 0, first.stderr
     resumed = CliRunner().invoke(train.main, args + ["--max-steps", "4", "--resume"], catch_exceptions=False)
@@ -125,8 +129,7 @@ def test_resume_after_the_last_step_evaluates_and_keeps_the_final_loss(tiny_run)
 
     out, _, resumed = tiny_run
     split = orjson.loads((out / "split.json").read_bytes())
-    args = [split["data"][0], "-o", str(out), "--holdout", "2", "--seed", "3", "--batch-size", "4",
-            "--accumulation", "1", "--lora-r", "4", "--save-every", "2", "--max-steps", "4", "--resume"]
+    args = tiny_args(split["data"][0], out) + ["--max-steps", "4", "--resume"]
     again = CliRunner().invoke(train.main, args, catch_exceptions=False)
     assert again.exit_code == 0, again.stderr
     assert "resuming at step 4/4" in again.stderr

@@ -137,6 +137,9 @@ def prepare(model, cfg, quantized):
     return get_peft_model(model, lora)
 
 
+LOSS_WINDOW = 50  # micro-batches averaged into the reported final loss, and kept in checkpoints for it
+
+
 def train(model, tokenizer, examples, cfg, out_dir, resume=False, progress=True):
     """Train in place; checkpoints under out_dir/checkpoint let an interrupted run go on."""
     import torch
@@ -203,10 +206,10 @@ def train(model, tokenizer, examples, cfg, out_dir, resume=False, progress=True)
             step += 1
             bar.update(step, float(np.mean(losses[-cfg.accumulation * 10:])))
             if step % cfg.save_every == 0 or step == total_steps:
-                _save_checkpoint(torch, model, optimizer, scheduler, step, ckpt, losses[-50:])
+                _save_checkpoint(torch, model, optimizer, scheduler, step, ckpt, losses[-LOSS_WINDOW:])
     bar.close()
     model.eval()
-    return {"steps": total_steps, "examples": len(data), "final_loss": float(np.mean(losses[-50:])) if losses else None}
+    return {"steps": total_steps, "examples": len(data), "final_loss": float(np.mean(losses[-LOSS_WINDOW:])) if losses else None}
 
 
 def _save_checkpoint(torch, model, optimizer, scheduler, step, path, losses):
