@@ -4,6 +4,8 @@ concurrent shard clients of one server, and the security promises (keys, model l
 Every stage runs here as the real command in its own process, reading and writing real files.
 """
 
+import array
+import fcntl
 import json
 import os
 import random
@@ -11,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -44,14 +47,17 @@ def clean_env(tmp_path):
 # --- (1) the whole pipeline killed 20 times ---------------------------------------------------------------------
 
 def pipeline_steps(posts, url, cache):
-    """The pipeline as separate stage runs on files, each with -o and --resume: (name, argv, output)."""
+    """The pipeline as separate stage runs on files, each with -o and --resume: (name, argv).
+
+    Every gpv step ends INPUT -o OUTPUT --resume. gpv-score writes a batch (--batch-size) at once; at 1 it writes
+    each record as soon as it is scored (the dictionary's numbers do not depend on the batch)."""
     few = ["sh", "-c", "head -n 6 perceptions.jsonl > few.tmp && mv few.tmp few.jsonl"]
     return [
         ("chunk", [gpv("chunk"), "-q", "-t", "words", "-n", "120", str(posts), "-o", "chunks.jsonl", "--resume"]),
         ("parse", [gpv("parse"), "-q", "--base-url", url, "-j", "4", "--cache", str(cache), "chunks.jsonl",
                    "-o", "perceptions.jsonl", "--resume"]),
-        ("score-dictionary", [gpv("score"), "-q", "-m", LEXICON, "perceptions.jsonl", "-o", "scored.jsonl",
-                              "--resume"]),
+        ("score-dictionary", [gpv("score"), "-q", "-m", LEXICON, "--batch-size", "1", "perceptions.jsonl",
+                              "-o", "scored.jsonl", "--resume"]),
         ("head", few),
         ("score-llama", [gpv("score"), "-q", "--threads", "1", "--values", "vsm", "--batch-size", "1",
                          "few.jsonl", "-o", "scored-llama.jsonl", "--resume"]),
@@ -65,6 +71,15 @@ OUTPUTS = ["chunks.jsonl", "perceptions.jsonl", "scored.jsonl", "scored-llama.js
            "docs-llama.jsonl"]
 KILLS = {"chunk": 2, "parse": 4, "score-dictionary": 3, "head": 0, "score-llama": 4, "aggregate": 4,
          "aggregate-llama": 3}
+# Which input an output record came from (the stages' source_key): a chunk or a perception names its input
+# by its id less the last '#' part, a scored record by its own id.
+SOURCE = {"chunk": lambda r: r["id"].rsplit("#", 1)[0], "parse": lambda r: r["id"].rsplit("#", 1)[0],
+          "score-dictionary": lambda r: r["id"], "score-llama": lambda r: r["id"]}
+# Input lines a stage may hold before it writes the output of the first (gpvtools/llm/pool.py: gpv-parse keeps
+# up to -j chunks in flight and writes the oldest once it is done *and* a further line has been read); the
+# others write an input's records before they read the next line.
+LAG = {"parse": 4}
+DEADLINE = 180  # seconds for any one wait; a wait ends on an event, never on the clock
 
 
 REPAIRED = re.compile(r"records? kept, [1-9][0-9]* incomplete removed")
@@ -75,7 +90,213 @@ def run_step(argv, cwd, env):
     assert done.returncode == 0, done.stderr.decode()
 
 
+def piped(argv):
+    """The stage run reading its input from stdin, with its notes on stderr (no -q)."""
+    argv = [a for a in argv if a != "-q"]
+    argv[argv.index("-o") - 1] = "-"
+    return argv
+
+
+def plural(n, word):
+    return f"{n} {word if n == 1 else word + 's'}"
+
+
+class Feeder:
+    """A stage process whose stdin is a pipe the test writes; it cannot end before the pipe is closed."""
+
+    def __init__(self, argv, cwd, env, err):
+        self.err = err
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     stderr=err, bufsize=0)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stderr(self):
+        return Path(self.err.name).read_text()
+
+    def feed(self, data):
+        """Write DATA and wait until the stage has read all of it (the pipe holds no unread byte)."""
+        view = memoryview(data)
+        while view:
+            view = view[self.proc.stdin.write(view):]
+        unread = array.array("i", [0])
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            fcntl.ioctl(self.proc.stdin.fileno(), termios.FIONREAD, unread, True)
+            if unread[0] == 0:
+                return
+            assert self.alive(), f"the stage ended (status {self.proc.returncode}): {self.stderr()}"
+            assert time.monotonic() < deadline, f"the stage read nothing for {DEADLINE} s"
+            time.sleep(0.001)
+
+    def kill(self):
+        """SIGKILL the running stage; True when the kill ended it (it was running, and died of the signal)."""
+        running = self.alive()
+        self.proc.kill()
+        self.proc.wait()
+        self.proc.stdin.close()
+        return running and self.proc.returncode == -signal.SIGKILL
+
+
+class Growth:
+    """Complete lines added to PATH after byte OFFSET, read incrementally."""
+
+    def __init__(self, path, offset):
+        self.path, self.pos, self.lines = path, offset, 0
+
+    def __call__(self):
+        if self.path.exists():
+            with open(self.path, "rb") as f:
+                f.seek(self.pos)
+                data = f.read()
+            self.pos += len(data)
+            self.lines += data.count(b"\n")
+        return self.lines
+
+
+class Expected:
+    """The clean run of one incremental stage: its input lines, its output, which lines made which records."""
+
+    def __init__(self, name, input_path, output):
+        self.lines = Path(input_path).read_bytes().splitlines(keepends=True)
+        self.output = output
+        self.offsets = [0]
+        for line in output.splitlines(keepends=True):
+            self.offsets.append(self.offsets[-1] + len(line))
+        made = {}
+        for r in read_bytes_records(output):
+            made[SOURCE[name](r)] = made.get(SOURCE[name](r), 0) + 1
+        counts = [made.get(orjson.loads(line)["id"], 0) for line in self.lines]
+        assert sum(counts) == len(self.offsets) - 1, "every output record comes from an input line"
+        # the kill bounds below count on every input line making output (true of these inputs)
+        assert all(counts), f"{name}: input lines without output"
+        self.cum = [0]
+        for n in counts:
+            self.cum.append(self.cum[-1] + n)
+
+    def state(self, data):
+        """For an output file holding DATA: (inputs done, records kept, lines removed) as --resume finds them."""
+        assert self.output.startswith(data), "the output is not a prefix of the clean run's"
+        complete = data.count(b"\n")
+        done = max(i for i, c in enumerate(self.cum) if c <= complete)
+        return done, self.cum[done], complete - self.cum[done] + (not data.endswith(b"\n") and len(data) > 0)
+
+    def note(self, path, data):
+        """The note a --resume run prints on an output file holding DATA, or None when it says nothing."""
+        done, kept, removed = self.state(data)
+        if not (kept or removed):
+            return None
+        return (f"resuming {path}: {plural(done, 'input')} done, {plural(kept, 'record')} kept, "
+                f"{removed} incomplete removed")
+
+
+def tear(out, clean):
+    """Emulate a SIGKILL in the middle of a write: the next record's first half, without its newline.
+
+    Returns how many bytes were appended (0 where the kill itself tore that record past its half)."""
+    data = out.read_bytes()
+    start = data.rfind(b"\n") + 1
+    half = start + (clean.index(b"\n", start) + 1 - start) // 2
+    if len(data) >= half:
+        return 0
+    with open(out, "ab") as f:
+        f.write(clean[len(data):half])
+    return half - len(data)
+
+
+def kill_incremental(name, argv, kills, work, env, clean_out, rng, err_path):
+    """KILLS kills of a stage that writes as it goes, each after it has written new records in that run.
+
+    Returns [(records in the output at the kill, records that run added, input lines fed, whether the kill tore
+    a line)], the number of runs whose --resume repaired a torn or partial output, and the bytes of the torn line
+    appended after the last kill (0: the kill had torn that line past its half itself)."""
+    out = work / argv[argv.index("-o") + 1]
+    expected = Expected(name, work / argv[argv.index("-o") - 1], clean_out)
+    n, lag = len(expected.lines), LAG.get(name, 0)
+    made, repairs = [], 0
+    for j in range(kills):
+        data = out.read_bytes() if out.exists() else b""
+        done, kept, _ = expected.state(data)
+        # Fed at most CAP lines, the stage leaves lag+1 lines to each later kill and to the last run: enough to
+        # write new records in each (it has written the records of line `done` once line done+lag is read).
+        cap = n - (kills - j) * (lag + 1)
+        assert done + lag + 1 <= cap, (name, done, cap)
+        target = rng.randint(1, max(1, (expected.cum[cap] - kept) // (kills - j)))
+        note = expected.note(out.name, data)
+        with open(err_path, "w+b") as err:
+            stage = Feeder(piped(argv), work, env, err)
+            try:
+                grown = Growth(out, expected.offsets[kept])  # read once the stage has read a line: repaired by then
+                stage.feed(b"".join(expected.lines[:done]))  # done already: the stage skips them
+                fed = done
+                while True:
+                    stage.feed(expected.lines[fed])
+                    fed += 1
+                    if grown() >= target or fed == cap:
+                        break
+                deadline = time.monotonic() + DEADLINE
+                while grown() == 0:  # it has read past `done`+lag: the records of `done` are coming
+                    assert stage.alive(), stage.stderr()
+                    assert time.monotonic() < deadline, f"{name}: no new record within {DEADLINE} s"
+                    time.sleep(0.01)
+                if fed < cap:  # one more line, so that the kill lands while the stage is at work on it
+                    stage.feed(expected.lines[fed])
+                    fed += 1
+                assert stage.kill(), f"{name}: the kill did not end a running stage ({stage.proc.returncode})"
+            finally:
+                if stage.alive():
+                    stage.kill()
+            stderr = stage.stderr()
+        if note is not None:  # the run kept what the kills before it had completed, and removed the rest
+            assert note in stderr, (note, stderr)
+            repairs += REPAIRED.search(stderr) is not None
+        else:
+            assert "resuming" not in stderr, stderr
+        data = out.read_bytes()
+        records = data.count(b"\n")
+        assert records - kept >= 1, f"{name}: killed before it wrote anything in this run"
+        assert len(data) < len(clean_out) and expected.state(data)[0] < n, f"{name}: killed with no work left"
+        made.append((records, records - kept, fed, not data.endswith(b"\n")))
+    # A kill tears a line only when it lands in a write: make one torn line certain, and see it repaired.
+    tore = tear(out, clean_out)
+    data = out.read_bytes()
+    assert not data.endswith(b"\n")
+    note = expected.note(out.name, data)
+    done = subprocess.run([a for a in argv if a != "-q"], cwd=work, env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()
+    stderr = done.stderr.decode()
+    assert note in stderr and REPAIRED.search(stderr), (note, stderr)
+    return made, repairs + 1, tore
+
+
+def kill_aggregate(name, argv, kills, work, env, rng, err_path):
+    """KILLS kills of an all-or-nothing stage, each once it has read a drawn number of input lines."""
+    out = work / argv[argv.index("-o") + 1]
+    lines = (work / argv[argv.index("-o") - 1]).read_bytes().splitlines(keepends=True)
+    read_at_kill = []
+    for _ in range(kills):
+        k = rng.randint(1, len(lines) - 1)
+        with open(err_path, "w+b") as err:
+            stage = Feeder(piped(argv), work, env, err)
+            try:
+                stage.feed(b"".join(lines[:k]))
+                assert stage.kill(), f"{name}: the kill did not end a running stage ({stage.proc.returncode})"
+            finally:
+                if stage.alive():
+                    stage.kill()
+        assert not out.exists(), f"{name}: an aggregate was written from part of the input"
+        read_at_kill.append(k)
+    done = subprocess.run([a for a in argv if a != "-q"], cwd=work, env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()
+    return read_at_kill
+
+
 def test_pipeline_killed_20_times_and_resumed_equals_one_clean_run(posts_path, tmp_path):
+    """Each kill ends a running stage that has made progress in that run: the stage reads its input from a pipe
+    the test writes line by line and cannot end before the pipe closes, and it is killed once its output has
+    grown (an aggregate, which writes only at the end: once it has read the lines sent). Then a last run from
+    the file, after a torn line is made certain, repairs and finishes; the outputs equal a clean run's."""
     assert sum(KILLS.values()) == 20
     posts = tmp_path / "posts.jsonl"
     posts.write_bytes(b"\n".join(posts_path.read_bytes().splitlines()[:24]) + b"\n")
@@ -84,43 +305,34 @@ def test_pipeline_killed_20_times_and_resumed_equals_one_clean_run(posts_path, t
     clean.mkdir()
     work.mkdir()
     rng = random.Random(20261128)
-    killed_in, repaired = {}, 0
+    killed_in, at_kill, repairs, torn, totals = {}, {}, {}, {}, {}
     with DelayChatServer(delay=0.02, jitter=0.03) as server:
-        durations = {}
         for name, argv in pipeline_steps(posts, server.url, clean / "cache"):
-            start = time.monotonic()
             run_step(argv, clean, env)
-            durations[name] = time.monotonic() - start
-        owed = 0  # kills still to make; those of a stage that ended before its moment pass to the next
         for name, argv in pipeline_steps(posts, server.url, work / "cache"):
-            owed += KILLS[name]
-            while owed:
-                # A random moment in this stage's run (its uninterrupted duration, measured above).
-                with open(tmp_path / "stderr", "w+b") as err:
-                    proc = subprocess.Popen([a for a in argv if a != "-q"], cwd=work, env=env,
-                                            stdout=subprocess.DEVNULL, stderr=err)
-                    try:
-                        proc.wait(timeout=rng.uniform(0.05, 1.0) * durations[name])
-                        assert proc.returncode == 0
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
-                        owed -= 1
-                        killed_in[name] = killed_in.get(name, 0) + 1
-                    err.seek(0)
-                    repaired += REPAIRED.search(err.read().decode()) is not None
-                if proc.returncode == 0:
-                    break
-                if name.startswith("aggregate"):  # all or nothing: no aggregate file until one is complete
-                    out = work / argv[-2]
-                    assert not out.exists() or out.read_bytes() == (clean / argv[-2]).read_bytes()
-            # Resume to the end; a torn or partial output is repaired first (the note says so).
-            done = subprocess.run([a for a in argv if a != "-q"], cwd=work, env=env, capture_output=True)
-            assert done.returncode == 0, done.stderr.decode()
-            repaired += REPAIRED.search(done.stderr.decode()) is not None
-    print(f"\nSIGKILLs: {killed_in}; "
-          f"{repaired} resumed runs removed a torn or partial output; clean durations "
-          + ", ".join(f"{k} {v:.1f}s" for k, v in durations.items()))
+            kills = KILLS[name]
+            if not kills:
+                run_step(argv, work, env)
+            elif name.startswith("aggregate"):
+                at_kill[name] = kill_aggregate(name, argv, kills, work, env, rng, tmp_path / "stderr")
+                killed_in[name] = len(at_kill[name])
+            else:
+                out = argv[argv.index("-o") + 1]
+                totals[name] = (clean / out).read_bytes().count(b"\n")
+                at_kill[name], repairs[name], torn[name] = kill_incremental(
+                    name, argv, kills, work, env, (clean / out).read_bytes(), rng, tmp_path / "stderr")
+                killed_in[name] = len(at_kill[name])
+    print(f"\nSIGKILLs of running stages: {killed_in}")
+    for name, made in at_kill.items():
+        if name.startswith("aggregate"):
+            print(f"  {name}: killed after reading {made} input lines; no output written")
+        else:
+            print(f"  {name}: killed at " + ", ".join(f"{r} (+{a}, {f} lines fed{', torn' if t else ''})"
+                                                      for r, a, f, t in made)
+                  + f" of {totals[name]} records; {repairs[name]} resumed "
+                  f"runs removed a torn or partial output (the last after "
+                  + (f"a torn line of {torn[name]} bytes appended)" if torn[name] else "the last kill's torn line)"))
+    assert killed_in == {name: n for name, n in KILLS.items() if n}
     assert sum(killed_in.values()) == 20
     for name in OUTPUTS:
         assert (work / name).read_bytes() == (clean / name).read_bytes(), name
