@@ -8,9 +8,19 @@ import pytest
 
 from gpvtools.commands import score, train
 from gpvtools.models import builtin_gguf
+from gpvtools.training import data, trainer
 from tests.conftest import SHARED
 
 VALUEBENCH = SHARED / "data" / "valuebench" / "value_orientation.csv"
+TOUCHE = SHARED / "data" / "touche23"
+
+
+def touche_subset(tmp, n, name="mini"):
+    """The first N Touché arguments and their labels, as arguments-NAME.tsv beside labels-NAME.tsv."""
+    for kind in ("arguments", "labels"):
+        lines = (TOUCHE / f"{kind}-training.tsv").read_text(encoding="utf-8").splitlines()
+        (tmp / f"{kind}-{name}.tsv").write_text("\n".join(lines[:n + 1]) + "\n", encoding="utf-8")
+    return tmp / f"arguments-{name}.tsv"
 
 
 def write_csv(path, header, rows):
@@ -94,7 +104,7 @@ def tiny_run(tmp_path_factory):
     subset = tmp / "vb.csv"
     subset.write_text("\n".join(lines[:121]) + "\n", encoding="utf-8")  # header + 120 items
     out = tmp / "out"
-    args = tiny_args(subset, out)
+    args = tiny_args(subset, out) + [str(touche_subset(tmp, 40))]
     first = CliRunner().invoke(train.main, args + ["--max-steps", "2"], catch_exceptions=False)
     assert first.exit_code == 0, first.stderr
     resumed = CliRunner().invoke(train.main, args + ["--max-steps", "4", "--resume"], catch_exceptions=False)
@@ -120,6 +130,12 @@ def test_tiny_run_writes_adapter_gguf_split_and_report(tiny_run):
             assert 0 <= report["heldout"][backend][task]["accuracy"] <= 1
     assert "resuming at step 2/4" in resumed.stderr
     assert report["training"]["final_loss"] > 0
+    # The Touché arguments' dev split is written out, never trains, and is evaluated on every value
+    dev = [orjson.loads(x) for x in (out / "dev.jsonl").read_bytes().splitlines()]
+    assert dev and split["dev_texts"] == len(dev)
+    assert all(data.touche_is_dev(d["id"]) for d in dev)
+    assert report["dev"]["transformers"]["values"].keys() == set(data.TOUCHE_FOLD.values())
+    assert 0 <= report["dev"]["transformers"]["macro_roc_auc"] <= 1
 
 
 def test_resume_after_the_last_step_evaluates_and_keeps_the_final_loss(tiny_run):
@@ -129,7 +145,7 @@ def test_resume_after_the_last_step_evaluates_and_keeps_the_final_loss(tiny_run)
 
     out, _, resumed = tiny_run
     split = orjson.loads((out / "split.json").read_bytes())
-    args = tiny_args(split["data"][0], out) + ["--max-steps", "4", "--resume"]
+    args = tiny_args(split["data"][0], out) + split["data"][1:] + ["--max-steps", "4", "--resume"]
     again = CliRunner().invoke(train.main, args, catch_exceptions=False)
     assert again.exit_code == 0, again.stderr
     assert "resuming at step 4/4" in again.stderr
@@ -210,3 +226,131 @@ def test_qlora_on_cuda(tmp_path, invoke, prism_csv):
                                  "--max-steps", "2", "--batch-size", "2", "--no-gguf"])
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "o" / "adapter" / "adapter_model.safetensors").exists()
+
+
+# --- Touché data, packing, class weights, ROC AUC -----------------------------------------------------------------
+
+def test_touche_arguments_fold_into_the_ten_values_and_split_by_id(tmp_path):
+    path = touche_subset(tmp_path, 60)
+    for either in (path, tmp_path / "labels-mini.tsv"):  # either file finds the other
+        assert data.detect_format(either) == "touche"
+    judged = data.read(tmp_path / "labels-mini.tsv").judged
+    assert len(judged) == 60
+    rows = {r["Argument ID"]: r for r in csv.DictReader(open(TOUCHE / "labels-training.tsv", encoding="utf-8"),
+                                                         delimiter="\t")}
+    premises = {r["Argument ID"]: r["Premise"] for r in csv.DictReader(
+        open(TOUCHE / "arguments-training.tsv", encoding="utf-8"), delimiter="\t", quoting=csv.QUOTE_NONE)}
+    for j in judged:
+        assert j.text == premises[j.id].strip()
+        row = rows[j.id]
+        assert j.labels["Security"] == max(int(row["Security: personal"]), int(row["Security: societal"]))
+        assert j.labels["Universalism"] == max(int(row[f"Universalism: {k}"])
+                                               for k in ("concern", "nature", "tolerance", "objectivity"))
+        assert j.labels["Hedonism"] == int(row["Hedonism"])
+        assert len(j.labels) == 10
+    dev = data.dev_split(data.Dataset([], [], judged))
+    assert dev == [j for j in judged if data.touche_is_dev(j.id)] and 0 < len(dev) < 60
+    train_examples, test_examples = data.split(data.Dataset([], [], judged), [], seed=0)
+    assert not test_examples
+    assert len(train_examples) == 10 * (60 - len(dev))
+    assert not {e.text for e in train_examples} & {j.text for j in dev}
+
+
+def test_the_dev_split_is_a_fifth_of_touche_and_no_dev_premise_trains():
+    judged = data.read(TOUCHE / "arguments-training.tsv").judged
+    dev = data.dev_split(data.Dataset([], [], judged))
+    assert abs(len(dev) / len(judged) - 0.2) < 0.01
+    train_examples, _ = data.split(data.Dataset([], [], judged), [], seed=0)
+    dev_texts = {j.text for j in dev}
+    assert not any(e.text in dev_texts for e in train_examples)
+    # Some premises recur under another id on both sides of the split: those are dropped from training
+    assert len({e.text for e in train_examples}) < len({j.text for j in judged if not data.touche_is_dev(j.id)})
+
+
+@pytest.mark.parametrize("name, labels, message", [
+    ("nolabels", None, "{path}: Touché data needs its arguments and labels TSVs side by side "
+                       "(arguments-NAME.tsv and labels-NAME.tsv); missing {labels}"),
+    ("badcell", "2", "{labels}: row 2: column 'Stimulation' must be 0 or 1, not '2'"),
+])
+def test_bad_touche_data_names_the_file_row_and_column(tmp_path, invoke, name, labels, message):
+    path = touche_subset(tmp_path, 3, name)
+    labels_path = tmp_path / f"labels-{name}.tsv"
+    if labels is None:
+        labels_path.unlink()
+    else:
+        lines = labels_path.read_text().splitlines()
+        header, first = lines[0].split("\t"), lines[1].split("\t")
+        first[header.index("Stimulation")] = labels
+        labels_path.write_text("\n".join([lines[0], "\t".join(first)] + lines[2:]) + "\n")
+    result = invoke(train.main, [str(path), "-o", str(tmp_path / "out"), "--holdout", "0", "--format", "touche"])
+    assert result.exit_code == 1
+    assert result.stderr == f"gpv-train: error: {message.format(path=path, labels=labels_path)}\n"
+
+
+def test_class_weights_are_inverse_frequency_within_each_task():
+    E = data.Example
+    examples = ([E("t", "v", "relevance", "yes")] * 1 + [E("t", "v", "relevance", "no")] * 3
+                + [E("t", "v", "valence", "support")] * 2 + [E("t", "v", "valence", "oppose")] * 1)
+    w = trainer.class_weights(examples, balance=True)
+    assert w == {("relevance", "yes"): 2.0, ("relevance", "no"): 4 / 6, ("valence", "support"): 0.75,
+                 ("valence", "oppose"): 1.5}
+    # each label's examples weigh in equally, and a task's weights average 1 over its examples
+    assert 1 * w[("relevance", "yes")] == 3 * w[("relevance", "no")]
+    assert trainer.class_weights(examples, balance=False) == dict.fromkeys(w, 1.0)
+
+
+def test_roc_auc_and_f1_by_hand_and_against_scikit_learn():
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    # Positives 0.9, 0.4, 0.4 against negatives 0.4, 0.1: 0.9 wins both pairs (2); each positive 0.4 ties
+    # the 0.4 (a half) and beats the 0.1 (1.5 each): 5 of the 6 pairs.
+    labels, scores = [1, 1, 1, 0, 0], [0.9, 0.4, 0.4, 0.4, 0.1]
+    assert trainer.roc_auc(labels, scores) == pytest.approx(5 / 6)
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 300)
+    scores = np.round(rng.random(300) + 0.3 * labels, 2)  # ties too
+    assert trainer.roc_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))
+    assert trainer.f1(labels, scores > 0.5) == pytest.approx(f1_score(labels, scores > 0.5))
+    assert trainer.roc_auc([1, 1], [0.2, 0.3]) is None
+
+
+def test_packed_rows_give_the_unpacked_logits():
+    """One row per text with every value's suffix under the tree mask computes, for each suffix, what the
+    suffix's own row computes (float32, no autocast): the packing changes the cost, not the model."""
+    import torch
+
+    from gpvtools.scoring import LABELS, first_label_tokens
+    from gpvtools.scoring.hf import cache_kwarg, load_model
+
+    model, tok, _ = load_model(builtin_gguf(), "cpu", "float32")
+    model = trainer.prepare(model, trainer.TrainConfig(lora_r=4, lora_layers=4), quantized=False)
+    label_ids = {t: first_label_tokens(lambda x: tok(x)["input_ids"], t) for t in LABELS}
+    E = data.Example
+    examples = [E(text, value, "relevance", "yes") for text in ("I help my neighbours.", "Rules keep us safe and "
+                "everyone should follow them, always.") for value in ("Benevolence", "Power", "Self-Direction")]
+    examples.append(E("I help my neighbours.", "Tradition", "valence", "support"))
+    encoded = trainer.encode(tok, examples, label_ids)
+    rows, judged = trainer.pack(examples, encoded)
+    assert judged == [False] * 3
+    assert [len(r[1]) for r in rows] == [3, 3, 1]
+    with torch.no_grad():
+        packed = trainer.packed_logits(model, torch, rows, 0, "cpu")
+        single = torch.cat([trainer.label_logits(model, torch, [e], 0, "cpu", cache_kwarg(model)) for e in encoded])
+    assert packed.shape == single.shape
+    assert torch.allclose(packed, single, atol=1e-3), float((packed - single).abs().max())
+
+
+def test_judged_rows_take_turns_so_each_is_seen_judged_epochs_times():
+    judged = [False] * 5 + [True] * 40
+    seen = [0] * len(judged)
+    for epoch in range(4):
+        rows = trainer.epoch_rows(judged, 0.5, seed=7, epoch=epoch)
+        assert len(rows) == len(set(rows)) == 5 + 20
+        for i in rows:
+            seen[i] += 1
+    assert seen == [4] * 5 + [2] * 40
+    assert sorted(trainer.epoch_rows(judged, 1.0, seed=7, epoch=3)) == list(range(45))
+    # the loss weights count a judged example at its share of the epochs
+    E = data.Example
+    examples = [E("a", "v", "relevance", "yes")] * 2 + [E("b", "v", "relevance", "no", judged=True)] * 4
+    assert trainer.class_weights(examples, True, 0.5) == {("relevance", "yes"): 1.0, ("relevance", "no"): 1.0}

@@ -1,6 +1,7 @@
 """gpv-train: fine-tune a scorer (a ValueLlama) on labelled value data (paper App. A)."""
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from ..errors import GpvError, UsageError
 from ..models import BUILTIN, builtin_gguf
 from ..stream import CONTEXT_SETTINGS, guarded, note
 from ..training import data as data_mod
-from ..training.trainer import DEFAULT_TARGETS, TrainConfig, config_dict, evaluate, prepare, train
+from ..training.trainer import (DEFAULT_TARGETS, TrainConfig, config_dict, evaluate, evaluate_judged, prepare,
+                                train)
 
 
 def _values_list(spec):
@@ -36,15 +38,22 @@ def run(o):
     keep = values_mod.resolve(o["keep_values"]) if o["keep_values"] else []
     holdout = data_mod.choose_holdout(dataset, o["holdout"], o["seed"], keep, _values_list(o["holdout_values"]))
     train_examples, test_examples = data_mod.split(dataset, holdout, o["seed"])
+    dev = data_mod.dev_split(dataset)
     if not train_examples:
         raise GpvError("no training example is left after holding out the held-out values")
     out.mkdir(parents=True, exist_ok=True)
     data_mod.write_jsonl(out / "heldout.jsonl", test_examples)
+    if dev:
+        data_mod.write_judged(out / "dev.jsonl", dev)
     (out / "split.json").write_bytes(orjson.dumps(
         {"heldout_values": holdout, "seed": o["seed"], "train_examples": len(train_examples),
-         "heldout_examples": len(test_examples), "data": [str(p) for p in o["data"]]}, option=orjson.OPT_INDENT_2))
+         "heldout_examples": len(test_examples), "dev_texts": len(dev),
+         "dev_rule": f"Touché argument ids whose sha256's first 8 hex digits are 0 mod {data_mod.TOUCHE_DEV_SHARE}",
+         "data": [str(p) for p in o["data"]], "command": shlex.join(["gpv-train"] + sys.argv[1:])},
+        option=orjson.OPT_INDENT_2))
     say(f"{len(train_examples)} training examples; {len(holdout)} values held out "
-        f"({len(test_examples)} held-out examples in {out / 'heldout.jsonl'})")
+        f"({len(test_examples)} held-out examples in {out / 'heldout.jsonl'})"
+        + (f"; {len(dev)} judged texts in the dev split ({out / 'dev.jsonl'}), never trained on" if dev else ""))
 
     from ..scoring.hf import TransformersScorer, load_model
 
@@ -59,7 +68,8 @@ def run(o):
     cfg = TrainConfig(epochs=o["epochs"], batch_size=o["batch_size"], accumulation=o["accumulation"],
                       learning_rate=o["lr"], lora_r=o["lora_r"], lora_alpha=o["lora_alpha"], lora_layers=o["lora_layers"],
                       targets=tuple(o["targets"].split(",")), full=o["full"], seed=o["seed"], bf16=not o["no_bf16"],
-                      save_every=o["save_every"], max_steps=o["max_steps"])
+                      save_every=o["save_every"], max_steps=o["max_steps"], pack=not o["no_pack"],
+                      balance=not o["no_balance"], judged_epochs=o["judged_epochs"])
     model = prepare(model, cfg, quantized=o["load_in_4bit"])
     stats = train(model, tokenizer, train_examples, cfg, out, resume=o["resume"], progress=not quiet)
     report = {"base": str(base), "config": config_dict(cfg), "training": stats, "heldout_values": holdout}
@@ -84,12 +94,16 @@ def run(o):
             report["merged"] = str(out / "merged")
     say("evaluating on the held-out values")
     scorer = TransformersScorer(base_name, name="trained", loaded=(model, tokenizer))
-    report["heldout"] = {"transformers": evaluate(scorer, test_examples)}
+    report["heldout"] = {"transformers": evaluate(scorer, test_examples)} if test_examples else {}
+    if dev and not o["no_dev_eval"]:
+        say(f"evaluating relevance on the {len(dev)} dev texts")
+        report["dev"] = {"transformers": evaluate_judged(scorer, dev)}
     if report.get("gguf_adapter") and str(base).endswith(".gguf"):
         from ..scoring.llama import LlamaCppScorer
 
         lcpp = LlamaCppScorer(base, lora_path=report["gguf_adapter"])
-        report["heldout"]["llama-cpp"] = evaluate(lcpp, test_examples)
+        if test_examples:
+            report["heldout"]["llama-cpp"] = evaluate(lcpp, test_examples)
         lcpp.close()
     (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     sys.stdout.buffer.write(orjson.dumps(report) + b"\n")
@@ -102,8 +116,8 @@ def run(o):
               help="Where the adapter, its GGUF, the held-out split, checkpoints and report.json go.")
 @click.option("--base", default=BUILTIN, show_default=True, envvar="GPV_TRAIN_BASE", metavar="MODEL",
               help="Base model: builtin (SmolLM2-135M GGUF), a .gguf file, a Hugging Face directory or hub id.")
-@click.option("--format", "fmt", type=click.Choice(["auto", "valuebench", "valueprism", "jsonl"]), default="auto",
-              show_default=True, help="Format of DATA (auto: from the header or the .jsonl suffix).")
+@click.option("--format", "fmt", type=click.Choice(["auto", "valuebench", "valueprism", "touche", "jsonl"]),
+              default="auto", show_default=True, help="Format of DATA (auto: from the header or the .jsonl suffix).")
 @click.option("--holdout", type=click.IntRange(min=0), default=50, show_default=True,
               help="Values held out, with all their items, for evaluation (paper: 50).")
 @click.option("--holdout-values", metavar="LIST|@FILE", help="Hold out exactly these values instead of drawing.")
@@ -134,6 +148,14 @@ def run(o):
 @click.option("--save-every", type=click.IntRange(min=1), default=20, show_default=True,
               help="Optimizer steps between checkpoints (DIR/checkpoint).")
 @click.option("--max-steps", type=click.IntRange(min=0), default=0, help="Stop after this many optimizer steps.")
+@click.option("--judged-epochs", type=click.FloatRange(min=0, min_open=True), metavar="E",
+              help="Passes over the judged texts (Touché) in all, when fewer than --epochs: each epoch takes "
+                   "its turn of them [default: as many as --epochs].")
+@click.option("--no-pack", is_flag=True, help="One row per example instead of one per text and task (slower; "
+                                             "for models that take no 4-D attention mask).")
+@click.option("--no-balance", is_flag=True, help="Plain loss instead of weighting each label of a task by its "
+                                                "inverse frequency.")
+@click.option("--no-dev-eval", is_flag=True, help="Skip the evaluation on the dev split of judged texts.")
 @click.option("--resume", is_flag=True, help="Go on from DIR/checkpoint after an interruption.")
 @click.option("--merge", is_flag=True, help="Also write the base with the adapter merged in (DIR/merged).")
 @click.option("--no-gguf", is_flag=True, help="Do not write the GGUF LoRA adapter (DIR/adapter.gguf).")
@@ -143,11 +165,19 @@ def main(**o):
     """Fine-tune a scorer on the relevance and valence tasks.
 
     Reads labelled value data — ValueBench's CSV (questionnaire,item,value,agreement), ValuePrism's
-    relevance or valence CSV (situation,vrd,text,label), or JSONL of text,value,task,label — and builds
-    the two tasks as the paper does: relevance pairs each item with its own value ("yes") and with as
-    many other values ("no"); valence labels an item "support" (agreement +1) or "oppose" (-1). The
-    prompts are exactly gpv-score's. --holdout values and all their items never enter training; they
-    are written to DIR/heldout.jsonl and the model's accuracy on them goes to DIR/report.json and stdout.
+    relevance or valence CSV (situation,vrd,text,label), Touché23-ValueEval's arguments TSV (its labels
+    TSV beside it), or JSONL of text,value,task,label — and builds the two tasks as the paper does:
+    relevance pairs each item with its own value ("yes") and with as many other values ("no"); valence
+    labels an item "support" (agreement +1) or "oppose" (-1). A Touché argument's premise is judged on
+    the 10 basic Schwartz values (its 20 categories folded; Face and Humility left out): every pair is a
+    relevance example. The prompts are exactly gpv-score's. --holdout values and all their items never
+    enter training; they are written to DIR/heldout.jsonl. A fixed 20% of the Touché arguments (by a
+    hash of the id) never trains either: DIR/dev.jsonl. The model's accuracy on the held-out values and
+    its relevance ROC AUC and F1 on the dev split go to DIR/report.json and stdout.
+
+    Each text's examples of one task are packed into one row (a prefix tree, as gpv-score's
+    transformers backend evaluates it), so a text judged on 10 values costs about one forward pass; the
+    loss weighs each label of a task by its inverse frequency.
 
     Training is LoRA on the label token's loss (QLoRA with --load-in-4bit on CUDA, or --full), with
     checkpoints in DIR/checkpoint so that --resume goes on after an interruption. The result is a peft
@@ -166,13 +196,20 @@ def main(**o):
     guarded("gpv-train", o["verbose"], work)
 
 
+def builtin_scorer_text():
+    from ..models import builtin_scorer_card
+
+    card = builtin_scorer_card()
+    made = (f"with this command on a 2-core CPU (ValueBench's value_orientation.csv and Touché23-ValueEval's "
+            f"arguments-training.tsv, with labels-training.tsv beside it): {card['command']}"
+            if card.get("command") else "with gpv-train on a 2-core CPU")
+    return (f"gpv-score's default model was made {made}, then python -m gpvtools.training.ship DIR. An "
+            f"interrupted run goes on with the same command and --resume. Its base, data, split and measured "
+            f"accuracy are in gpv-score(1), THE BUILT-IN MODEL.")
+
+
 main.man_sections = {
-    "THE BUILT-IN SCORER": (
-        "gpv-score's default model was made with this command on a 2-core CPU: "
-        "gpv-train value_orientation.csv -o build/builtin --keep-values all --holdout 50 --seed 0 --epochs 4 "
-        "--lora-r 8 --lora-alpha 16 --lora-layers 15, then python -m gpvtools.training.ship "
-        "build/builtin. Its base, split and held-out accuracy are in gpv-score(1), THE BUILT-IN MODEL."
-    ),
+    "THE BUILT-IN SCORER": lambda: builtin_scorer_text(),
 }
 
 

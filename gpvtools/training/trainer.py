@@ -1,8 +1,18 @@
 """Fine-tuning a scorer on the relevance and valence tasks (paper App. A) with LoRA, QLoRA or fully.
 
 The loss is the cross-entropy of the label's first token right after the prompt — exactly what
-gpv-score reads — so nothing is spent on learning to echo the prompt. Prompts are left-padded
-so the last position of every row is its "Output:\\n" and only that position's logits are made.
+gpv-score reads — so nothing is spent on learning to echo the prompt.
+
+Packed (the default): the examples of one text and task form one row — the prompt up to the value,
+then every value's suffix ("Value: …\\nOutput:\\n"), each positioned and masked (a 4-D attention
+mask) as if it followed the text alone, the prefix tree gpv-score's transformers backend evaluates
+(scoring.hf.flattened_tree). A text judged on 10 values costs one pass over its tokens, not ten;
+only the suffixes' last positions are projected onto the vocabulary. Unpacked (--no-pack): one
+left-padded row per example, after a shared prefix's cache.
+
+The loss is class-weighted (--balance, the default): each label of a task weighs in inversely to its
+frequency in the training data, so a task whose labels are two-thirds "support" (ValueBench valence)
+or mostly "no" (Touché relevance) does not teach the model to lean one way.
 """
 
 import math
@@ -38,6 +48,9 @@ class TrainConfig:
     bf16: bool = True             # bf16 autocast (CPU and CUDA)
     save_every: int = 20          # optimizer steps between checkpoints
     max_steps: int = 0            # stop early (0: all epochs); for smoke runs
+    pack: bool = True             # a text's examples of one task in one row (prefix tree)
+    balance: bool = True          # class-weighted loss: each label of a task weighs in equally
+    judged_epochs: float = None   # passes over the judged texts (Touché) in all; None: as many as epochs
 
 
 class Progress:
@@ -62,25 +75,116 @@ class Progress:
             sys.stderr.write("\n")
 
 
-def encode(tokenizer, examples, label_ids):
-    """[(prompt ids, target id, task)] for examples."""
+def class_weights(examples, balance, judged_share=1.0):
+    """{(task, label): loss weight}: inverse label frequency within each task, mean 1 over its examples, as an
+    epoch draws them (a judged example counts JUDGED_SHARE: epoch_rows)."""
+    counts = {}
+    for e in examples:
+        counts[(e.task, e.label)] = counts.get((e.task, e.label), 0) + (min(1.0, judged_share) if e.judged else 1)
+    if not balance:
+        return dict.fromkeys(counts, 1.0)
+    weights = {}
+    for task in LABELS:
+        present = {k: n for k, n in counts.items() if k[0] == task}
+        total = sum(present.values())
+        weights.update({k: total / (len(present) * n) for k, n in present.items()})
+    return weights
+
+
+def encode(tokenizer, examples, label_ids, weights=None):
+    """[(prompt ids, target id, task, weight)] for examples."""
     out = []
     for e in examples:
         ids = tokenizer(prompt(e.task, e.text, e.value), add_special_tokens=True)["input_ids"]
-        out.append((ids, label_ids[e.task][LABELS[e.task].index(e.label)], e.task))
+        w = weights[(e.task, e.label)] if weights else 1.0
+        out.append((ids, label_ids[e.task][LABELS[e.task].index(e.label)], e.task, w))
     return out
 
 
-def epoch_batches(data, batch_size, seed, epoch):
-    """Micro-batches of one task each (so they share the task header), in a seeded order."""
+def pack(examples, data):
+    """Rows of the packed form: [(prefix ids, [suffix ids], [target ids], [weights])], one per text and task,
+    and whether each row's examples come from a judged text.
+
+    DATA is encode(EXAMPLES); a row's prefix is what its prompts share, the suffixes the rest of each."""
+    groups, judged = {}, {}
+    for e, row in zip(examples, data):
+        groups.setdefault((e.task, e.text), []).append(row)
+        judged[(e.task, e.text)] = judged.get((e.task, e.text), True) and e.judged
+    rows = []
+    for same in groups.values():
+        ids = [m[0] for m in same]
+        common = shared_prefix(ids)
+        rows.append((ids[0][:common], [x[common:] for x in ids], [m[1] for m in same], [m[3] for m in same]))
+    return rows, list(judged.values())
+
+
+def epoch_rows(judged, share, seed, epoch):
+    """Indices of the rows an epoch trains on: every row whose JUDGED flag is false, and a SHARE of the others.
+
+    The judged rows take turns in a fixed seeded order, epoch after epoch, so that over E epochs each is seen
+    about E x SHARE times (--judged-epochs E x SHARE): many judged texts can train fewer passes than few items.
+    """
+    rows = [i for i, j in enumerate(judged) if not j]
+    turn = [i for i, j in enumerate(judged) if j]
+    if share >= 1 or not turn:
+        return rows + turn
+    random.Random(seed).shuffle(turn)
+    take = max(1, round(share * len(turn)))
+    start = (epoch * take) % len(turn)
+    return rows + [turn[(start + k) % len(turn)] for k in range(take)]
+
+
+def epoch_batches(data, batch_size, seed, epoch, judged=None, share=1.0):
+    """Micro-batches of about batch_size examples, in a seeded order, over epoch_rows.
+
+    Unpacked, DATA is examples and a micro-batch is one task's (so they share the task header); packed,
+    DATA is rows and a micro-batch takes whole rows until it holds batch_size examples or more.
+    """
     rng = random.Random(seed * 1000 + epoch)
+    order = epoch_rows(judged or [False] * len(data), share, seed, epoch)
+    if data and len(data[0]) == 4 and isinstance(data[0][1], list):
+        rng.shuffle(order)
+        batches, batch, size = [], [], 0
+        for i in order:
+            batch.append(i)
+            size += len(data[i][1])
+            if size >= batch_size:
+                batches.append(batch)
+                batch, size = [], 0
+        if batch:
+            batches.append(batch)
+        return batches
     batches = []
     for task in LABELS:
-        idx = [i for i, row in enumerate(data) if row[2] == task]
+        idx = [i for i in order if data[i][2] == task]
         rng.shuffle(idx)
         batches += [idx[k:k + batch_size] for k in range(0, len(idx), batch_size)]
     rng.shuffle(batches)
     return batches
+
+
+def packed_logits(model, torch, rows, pad_id, device):
+    """Next-token logits after every suffix of ROWS (packed rows), [n suffixes, vocab], with gradients."""
+    from ..scoring.hf import flattened_tree
+
+    ids, positions, allowed, last = flattened_tree(0, [(own, sfx) for own, sfx, _, _ in rows], pad_id)
+    for b, (own, sfx, _, _) in enumerate(rows):  # padding attends itself, so no query row is all masked
+        k = np.arange(len(own) + sum(map(len, sfx)), ids.shape[1])
+        allowed[b, k, k] = True
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder, head = base.get_decoder(), base.get_output_embeddings()
+    dtype = next(p for p in base.parameters() if p.is_floating_point()).dtype
+    mask = torch.zeros(allowed.shape, dtype=dtype)
+    mask.masked_fill_(torch.from_numpy(~allowed), torch.finfo(dtype).min)
+    hidden = decoder(input_ids=torch.from_numpy(ids).to(device), attention_mask=mask[:, None].to(device),
+                     position_ids=torch.from_numpy(positions).to(device), use_cache=False).last_hidden_state
+    r = torch.tensor([b for b, ends in enumerate(last) for _ in ends], device=device)
+    c = torch.tensor([k for ends in last for k in ends], device=device)
+    logits = head(hidden[r, c])
+    softcap = getattr(base.config, "final_logit_softcapping", None)
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return logits
 
 
 def label_logits(model, torch, rows, pad_id, device, cache_arg):
@@ -92,13 +196,13 @@ def label_logits(model, torch, rows, pad_id, device, cache_arg):
     """
     from ..scoring.hf import output_cache
 
-    common = shared_prefix([r for r, _, _ in rows])
+    common = shared_prefix([r[0] for r in rows])
     cache = None
     if common:
         prefix = torch.tensor([rows[0][0][:common]], device=device)
         cache = output_cache(model(input_ids=prefix, use_cache=True))
         cache.batch_repeat_interleave(len(rows))
-    suffixes = [r[common:] for r, _, _ in rows]
+    suffixes = [r[0][common:] for r in rows]
     width = max(map(len, suffixes))
     input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in suffixes], device=device)
     tail = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in suffixes], device=device)
@@ -147,8 +251,17 @@ def train(model, tokenizer, examples, cfg, out_dir, resume=False, progress=True)
     torch.manual_seed(cfg.seed)
     device = next(model.parameters()).device
     label_ids = {task: first_label_tokens(lambda t: tokenizer(t)["input_ids"], task) for task in LABELS}
-    data = encode(tokenizer, examples, label_ids)
-    per_epoch = len(epoch_batches(data, cfg.batch_size, cfg.seed, 0))
+    share = cfg.judged_epochs / cfg.epochs if cfg.judged_epochs is not None and cfg.epochs else 1.0
+    weights = class_weights(examples, cfg.balance, share)
+    data = encode(tokenizer, examples, label_ids, weights)
+    judged = [e.judged for e in examples]
+    if cfg.pack:
+        data, judged = pack(examples, data)
+
+    def batches_of(epoch):
+        return epoch_batches(data, cfg.batch_size, cfg.seed, epoch, judged, share)
+
+    per_epoch = len(batches_of(0))
     total_micro = math.ceil(per_epoch * cfg.epochs)
     total_steps = math.ceil(total_micro / cfg.accumulation)
     if cfg.max_steps:
@@ -183,20 +296,32 @@ def train(model, tokenizer, examples, cfg, out_dir, resume=False, progress=True)
     micro = 0
     batches = []
     epoch = 0
+    seen, started = 0, time.monotonic()
     while step < total_steps:
         if not batches:
-            batches = epoch_batches(data, cfg.batch_size, cfg.seed, epoch)
+            batches = batches_of(epoch)
             epoch += 1
         batch_idx, batches = batches[0], batches[1:]
         micro += 1
         if micro <= step * cfg.accumulation:  # replay the data order up to the checkpoint
             continue
         rows = [data[i] for i in batch_idx]
-        targets = torch.tensor([t for _, t, _ in rows], device=device)
+        if cfg.pack:
+            targets = [t for row in rows for t in row[2]]
+            weight = [w for row in rows for w in row[3]]
+        else:
+            targets, weight = [row[1] for row in rows], [row[3] for row in rows]
+        targets = torch.tensor(targets, device=device)
+        weight = torch.tensor(weight, device=device, dtype=torch.float32)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            logits = label_logits(model, torch, rows, pad_id, device, cache_arg)
-        loss = torch.nn.functional.cross_entropy(logits.float(), targets) / cfg.accumulation
+            if cfg.pack:
+                logits = packed_logits(model, torch, rows, pad_id, device)
+            else:
+                logits = label_logits(model, torch, rows, pad_id, device, cache_arg)
+        each = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+        loss = (each * weight).sum() / weight.sum() / cfg.accumulation
         loss.backward()
+        seen += len(targets)
         losses.append(loss.item() * cfg.accumulation)
         if micro % cfg.accumulation == 0:
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -209,7 +334,11 @@ def train(model, tokenizer, examples, cfg, out_dir, resume=False, progress=True)
                 _save_checkpoint(torch, model, optimizer, scheduler, step, ckpt, losses[-LOSS_WINDOW:])
     bar.close()
     model.eval()
-    return {"steps": total_steps, "examples": len(data), "final_loss": float(np.mean(losses[-LOSS_WINDOW:])) if losses else None}
+    spent = time.monotonic() - started
+    return {"steps": total_steps, "examples": len(examples), "rows": len(data),
+            "final_loss": float(np.mean(losses[-LOSS_WINDOW:])) if losses else None,
+            "examples_per_s": round(seen / spent, 2) if seen and spent > 0 else None,
+            "class_weights": {f"{t}:{label}": round(w, 4) for (t, label), w in sorted(weights.items())}}
 
 
 def _save_checkpoint(torch, model, optimizer, scheduler, step, path, losses):
@@ -222,7 +351,8 @@ def _save_checkpoint(torch, model, optimizer, scheduler, step, path, losses):
 
 
 def evaluate(scorer, examples):
-    """Relevance and valence accuracy of a scorer on labelled examples, with confusion counts."""
+    """Relevance and valence accuracy of a scorer on labelled examples: confusion counts, balanced accuracy
+    (the mean of the labels' recalls) and each label's recall."""
     report = {}
     for task in (RELEVANCE, VALENCE):
         rows = [e for e in examples if e.task == task]
@@ -238,9 +368,65 @@ def evaluate(scorer, examples):
         for e, p in zip(rows, predicted):
             confusion[f"{e.label}->{p}"] += 1
         correct = sum(e.label == p for e, p in zip(rows, predicted))
+        recall = {}
+        for label in labels:
+            n = sum(e.label == label for e in rows)
+            if n:
+                recall[label] = round(confusion[f"{label}->{label}"] / n, 4)
         report[task] = {"n": len(rows), "accuracy": round(correct / len(rows), 4),
+                        "balanced_accuracy": round(float(np.mean(list(recall.values()))), 4), "recall": recall,
                         "confusion": {k: v for k, v in confusion.items() if v}}
     return report
+
+
+def roc_auc(labels, scores):
+    """Area under the ROC curve: the chance that a random positive outscores a random negative (ties half)."""
+    labels, scores = np.asarray(labels, dtype=bool), np.asarray(scores, dtype=np.float64)
+    pos, neg = int(labels.sum()), int((~labels).sum())
+    if not pos or not neg:
+        return None
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    i = 0
+    while i < len(scores):  # average ranks over ties
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def f1(labels, decided):
+    labels, decided = np.asarray(labels, dtype=bool), np.asarray(decided, dtype=bool)
+    tp = int((labels & decided).sum())
+    denominator = int(labels.sum()) + int(decided.sum())
+    return 2 * tp / denominator if denominator else 0.0
+
+
+def relevance_report(values, gold, p_rel, threshold=0.5):
+    """Per value and macro-averaged: ROC AUC of p_rel against the human 0/1 label and F1 of p_rel > threshold.
+
+    GOLD[v] and P_REL[v] are aligned lists over the judged texts."""
+    per = {}
+    for v in values:
+        auc = roc_auc(gold[v], p_rel[v])
+        per[v] = {"n": len(gold[v]), "positives": int(sum(gold[v])),
+                  "roc_auc": None if auc is None else round(auc, 4),
+                  "f1": round(f1(gold[v], [p > threshold for p in p_rel[v]]), 4)}
+    aucs = [r["roc_auc"] for r in per.values() if r["roc_auc"] is not None]
+    return {"values": per, "macro_roc_auc": round(float(np.mean(aucs)), 4) if aucs else None,
+            "macro_f1": round(float(np.mean([r["f1"] for r in per.values()])), 4)}
+
+
+def evaluate_judged(scorer, judged):
+    """relevance_report of a scorer on human-judged texts (the Touché dev split)."""
+    values = list(judged[0].labels) if judged else []
+    probs = scorer.label_probs(RELEVANCE, [(j.text, v) for j in judged for v in values])[:, 0]
+    p_rel = {v: [float(probs[i * len(values) + k]) for i in range(len(judged))] for k, v in enumerate(values)}
+    gold = {v: [j.labels[v] for j in judged] for v in values}
+    return relevance_report(values, gold, p_rel)
 
 
 def config_dict(cfg):
