@@ -6,7 +6,8 @@ The held-out examples are rebuilt from ValueBench (../shared) with the split the
 trained with (its 50 held-out values and seed, in gpvtools/data/builtin/model.json): for each
 held-out item, relevance "yes" for its own value and "no" for a drawn other held-out value, and
 valence support/oppose from its agreement. Each item goes through `gpv-score --values-field gold
---valence all`, scored on exactly its labelled values; accuracy is read off those pairs.
+--valence all`, scored on exactly its labelled values; accuracy is read off those pairs, and for
+valence the balanced accuracy (the mean of the support and oppose recalls) and the oppose recall.
 """
 
 import argparse
@@ -48,11 +49,12 @@ def accuracy(examples, results_by_text):
              for i, e in enumerate(examples, 1))
     decisions = validation_accuracy.labelled_decisions(items)
     labels = {"relevance": validation_accuracy.RELEVANCE_LABELS, "valence": validation_accuracy.VALENCE_LABELS}
-    out = {}
-    for task, (gold, decided) in decisions.items():
-        s = validation_accuracy.summary(gold, decided, labels[task])
-        out[task] = (s["accuracy"], s["n"])
-    return out
+    return {task: validation_accuracy.summary(gold, decided, labels[task]) for task, (gold, decided) in decisions.items()}
+
+
+def recall(s, label):
+    row = s["confusion"][label]
+    return row[label], sum(row.values())
 
 
 def main():
@@ -69,13 +71,16 @@ def main():
     print(f"held-out: {len(card['heldout_values'])} values, {len(gold)} items, {len(examples)} labelled examples")
     decisions = {}
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"{'backend':<14} {'relevance':>10} {'valence':>10}")
+        print(f"{'backend':<14} {'relevance':>10} {'valence':>10} {'balanced':>10} {'oppose recall':>14}")
         for backend in args.backends.split(","):
             results = score(backend, gold, tmp)
             acc = accuracy(examples, results)
             decisions[backend] = [results[t][v]["relevance"] > 0.5 for t, vs in gold.items() for v in vs]
-            print(f"{backend:<14} {acc['relevance'][0]:>9.1%} {acc['valence'][0]:>9.1%}   "
-                  f"(n = {acc['relevance'][1]} and {acc['valence'][1]})")
+            val = acc["valence"]
+            (hit_s, n_s), (hit_o, n_o) = recall(val, "support"), recall(val, "oppose")
+            print(f"{backend:<14} {acc['relevance']['accuracy']:>9.1%} {val['accuracy']:>9.1%} "
+                  f"{(hit_s / n_s + hit_o / n_o) / 2:>9.1%} {hit_o:>8}/{n_o:<5}  "
+                  f"(n = {acc['relevance']['n']} and {val['n']})")
     if len(decisions) == 2:
         a, b = decisions.values()
         same = sum(x == y for x, y in zip(a, b)) / len(a)

@@ -129,7 +129,10 @@ def test_tiny_run_writes_adapter_gguf_split_and_report(tiny_run):
         for task in ("relevance", "valence"):
             assert 0 <= report["heldout"][backend][task]["accuracy"] <= 1
     assert "resuming at step 2/4" in resumed.stderr
-    assert report["training"]["final_loss"] > 0
+    assert report["training"]["final_loss"] > 0 and report["training"]["examples_per_s"] > 0
+    # the command of the run that wrote split.json (the resumed one), less what changes nothing of the result
+    assert split["command"].startswith("gpv-train ") and "--max-steps 4" in split["command"]
+    assert "--resume" not in split["command"]
     # The Touché arguments' dev split is written out, never trains, and is evaluated on every value
     dev = [orjson.loads(x) for x in (out / "dev.jsonl").read_bytes().splitlines()]
     assert dev and split["dev_texts"] == len(dev)
@@ -354,3 +357,18 @@ def test_judged_rows_take_turns_so_each_is_seen_judged_epochs_times():
     E = data.Example
     examples = [E("a", "v", "relevance", "yes")] * 2 + [E("b", "v", "relevance", "no", judged=True)] * 4
     assert trainer.class_weights(examples, True, 0.5) == {("relevance", "yes"): 1.0, ("relevance", "no"): 1.0}
+
+
+def test_ship_writes_a_card_with_the_data_the_command_and_every_figure(tiny_run, tmp_path):
+    from gpvtools.training.ship import ship
+
+    out, _, resumed = tiny_run
+    report = orjson.loads(resumed.stdout)
+    dest = ship(out, tmp_path / "builtin")
+    card = orjson.loads((dest / "model.json").read_bytes())
+    assert "ValueBench" in card["data"] and "Touché23-ValueEval" in card["data"]
+    assert card["command"].startswith("gpv-train ") and "--holdout 2" in card["command"]
+    assert card["heldout_accuracy"] == report["heldout"] and card["dev_relevance"] == report["dev"]
+    assert card["dev_texts"] == len((out / "dev.jsonl").read_bytes().splitlines())
+    assert card["training"] == orjson.loads((out / "report.json").read_bytes())["training"]
+    assert (dest / "adapter.gguf").read_bytes() == (out / "adapter.gguf").read_bytes()

@@ -254,30 +254,47 @@ def builtin_model_text():
     cfg, acc = card["config"], card["heldout_accuracy"]
     rel, val = acc["transformers"]["relevance"], acc["transformers"]["valence"]
     support = sum(n for k, n in val["confusion"].items() if k.startswith("support->"))
+    oppose = val["n"] - support
 
     def pct(x):
         return f"{100 * x:.1f}%"
 
+    def valence(confusion):  # balanced accuracy (the mean of the two labels' recalls) and "oppose" recall
+        hits = confusion.get("support->support", 0), confusion.get("oppose->oppose", 0)
+        return (f"balanced {pct((hits[0] / support + hits[1] / oppose) / 2)}, \"oppose\" recall "
+                f"{hits[1]}/{oppose}")
+
     shown = {"llama-cpp": "llama-cpp with the GGUF's Q4_1 kernels"}
     measured = "; ".join(f"{shown.get(backend, backend)}: relevance {pct(a['relevance']['accuracy'])}, valence "
-                         f"{pct(a['valence']['accuracy'])}" for backend, a in acc.items())
+                         f"{pct(a['valence']['accuracy'])} ({valence(a['valence']['confusion'])})"
+                         for backend, a in acc.items())
+    dev = card.get("dev_relevance", {}).get("transformers")
+    judged = (
+        f" Relevance on human judgments: on the dev split of Touché23-ValueEval ({card['dev_texts']} arguments' "
+        f"premises never trained on, each judged by crowd annotators on the 10 basic values) p_rel ranks the "
+        f"human \"relevant\" labels at a macro ROC AUC of {dev['macro_roc_auc']:.3f} over the 10 values, and "
+        f"p_rel > 0.5 reaches a macro F1 of {dev['macro_f1']:.3f} (per value in model.json; bench/touche.py "
+        f"re-measures it beside the previous built-in model and the word-count dictionary)."
+        if dev else "")
+    command = f" Reproduce it with: {card['command']}, then python -m gpvtools.training.ship DIR." \
+        if card.get("command") else ""
     return (
         f"With no --model, gpv-score uses a small ValueLlama trained with gpv-train on a CPU. Base: {card['base']}. "
         f"Adapter: LoRA r={cfg['lora_r']}, alpha={cfg['lora_alpha']} on {', '.join(cfg['targets'])} of the last "
-        f"{cfg['lora_layers']} layers, {card['training']['steps']} steps of "
-        f"{cfg['batch_size'] * cfg['accumulation']} examples, learning rate {cfg['learning_rate']:g}, seed "
-        f"{card['seed']}; shipped as a GGUF LoRA (llama-cpp) and a peft adapter (transformers) in "
-        f"gpvtools/data/builtin, whose model.json records all of this. Data: {card['data']} "
-        f"({card['train_examples']} training examples). Held out: {len(card['heldout_values'])} values, none "
-        f"of them in the four built-in systems, listed in model.json, with all their items "
-        f"({card['heldout_examples']} examples: {rel['n']} relevance, half of them \"yes\", and {val['n']} "
-        f"valence, {pct(support / val['n'])} of them \"support\"). Accuracy on them, as gpv-train measured it "
-        f"after training (bench/builtin_accuracy.py re-measures it through gpv-score): {measured}. Chance is "
-        f"50% for relevance; always answering \"support\" gets {pct(support / val['n'])} of valence. This is far "
-        f"from the paper's ValueLlama-3-8B (90.0% and 91.5% on its held-out values): the built-in model shows the "
-        f"pipeline working offline and is not a measurement instrument. For research-grade results use "
-        f"ValueLlama-3-8B (-m Value4AI/ValueLlama-3-8B on a GPU, or one of its GGUF quantisations on a CPU), "
-        f"or train a larger base with gpv-train."
+        f"{cfg['lora_layers']} layers, {card['training']['steps']} steps, learning rate {cfg['learning_rate']:g}, "
+        f"seed {card['seed']}"
+        + (", each label of a task weighted by its inverse frequency in the loss" if cfg.get("balance") else "")
+        + f"; shipped as a GGUF LoRA (llama-cpp) and a peft adapter (transformers) in gpvtools/data/builtin, "
+        f"whose model.json records all of this. Data: {card['data']} ({card['train_examples']} training "
+        f"examples).{command} Held out: {len(card['heldout_values'])} ValueBench values, none of them in the "
+        f"four built-in systems, listed in model.json, with all their items ({card['heldout_examples']} "
+        f"examples: {rel['n']} relevance, half of them \"yes\", and {val['n']} valence, "
+        f"{pct(support / val['n'])} of them \"support\"). Accuracy on them, as gpv-train measured it after "
+        f"training (bench/builtin_accuracy.py re-measures it through gpv-score): {measured}. Chance is 50% for "
+        f"relevance; always answering \"support\" gets {pct(support / val['n'])} of valence.{judged} This is "
+        f"short of the paper's ValueLlama-3-8B (90.0% and 91.5% on its held-out values): the built-in model "
+        f"measures coarsely. For research-grade results use ValueLlama-3-8B (-m Value4AI/ValueLlama-3-8B on a "
+        f"GPU, or one of its GGUF quantisations on a CPU), or train a larger base with gpv-train."
     )
 
 

