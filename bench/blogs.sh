@@ -47,3 +47,6 @@ gpv-validate concurrent --on author --table "$OUT/authors.jsonl" "$OUT/authors-d
     -o "$OUT/concurrent.json"
 gpv-validate predictive --field gender --groups female,male --table "$OUT/authors.jsonl" \
     -o "$OUT/predictive.json"
+
+# What the protocols' figures rest on: how often the scorer says "oppose", how alike the author profiles are
+python3 "$HERE/bench/profiles.py" "$OUT/scored.jsonl" "$OUT/authors.jsonl" --json "$OUT/profiles.json"
