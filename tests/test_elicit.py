@@ -390,11 +390,12 @@ def test_parse_prompt_ai_sends_the_question_and_names_the_model(invoke, cache_di
         result = invoke(parse.main, ["--prompt", "ai", "--subject-field", "subject", "--base-url", server.url,
                                      *remote(cache_dir)],
                         jsonl([record, {"id": "x", "text": "No question here.", "subject": "m"}]))
-        requests = server.requests
+        # The two records go out concurrently (-j), so the server may see them in either order: key them by text.
+        sent = {r["messages"][1]["content"]: r for r in server.requests}
     assert result.exit_code == 0, result.stderr
-    assert requests[0]["messages"][1]["content"] == 'Question: "Lead or follow?"\n\nAnswer: "I would lead."'
-    assert "measurement subject (m, the AI assistant that wrote the answer)" in system_text(requests[0])
-    assert requests[1]["messages"][1]["content"] == 'Text: "No question here."'
+    assert sorted(sent) == ['Question: "Lead or follow?"\n\nAnswer: "I would lead."', 'Text: "No question here."']
+    assert "measurement subject (m, the AI assistant that wrote the answer)" in system_text(
+        sent['Question: "Lead or follow?"\n\nAnswer: "I would lead."'])
     assert "measurement subject (the AI assistant that wrote the answer)" in parsing.system_prompt(preset="ai")
     assert [r["id"] for r in lines(result.stdout)] == ["Power#q0@m#p0", "x#p0"]
     both = invoke(parse.main, ["--prompt", "ai", "--prompt-file", __file__], b"")
