@@ -55,21 +55,21 @@ demo: $(VENV)/.cpu
 	| $(BIN)/gpv-score --values schwartz \
 	| tee $(DEMO)/scored.jsonl \
 	| $(BIN)/gpv-aggregate --by author \
-	| $(BIN)/python -m gpvtools.table $(DEMO_COLUMNS)
+	| $(BIN)/python -m gpvtools.commands.table $(DEMO_COLUMNS)
 	$(BIN)/gpv-validate stability --by author --table -o $(DEMO)/stability.json $(DEMO)/scored.jsonl
 	$(BIN)/gpv-elicit questions --values $(ELICIT_VALUES) -n 2 --max-tokens 200 \
 	| $(BIN)/gpv-elicit ask --subject smollm2=builtin --max-tokens 128 \
 	| $(BIN)/gpv-parse --prompt ai \
 	| $(BIN)/gpv-score --values $(ELICIT_VALUES) \
 	| $(BIN)/gpv-aggregate --by subject \
-	| $(BIN)/python -m gpvtools.table subject perceptions=n_perceptions Power=values.Power.score \
+	| $(BIN)/python -m gpvtools.commands.table subject perceptions=n_perceptions Power=values.Power.score \
 		Benev=values.Benevolence.score Hedon=values.Hedonism.score
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q
 
 man: $(VENV)/.cpu
-	$(BIN)/python -m gpvtools.manpages man
+	$(BIN)/python -m gpvtools.commands.manpages man
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/chunk.py

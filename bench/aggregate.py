@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from gpvtools.values import system
+from gpvtools.method.values import system
 
 ROOT = Path(__file__).resolve().parent.parent
 def entry_point():

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import orjson
 
-from gpvtools.training import data as data_mod
-from gpvtools.training.ship import BUILTIN_DIR
-from gpvtools.validation import accuracy as validation_accuracy
+from gpvtools.method.training import data as data_mod
+from gpvtools.method.training.ship import BUILTIN_DIR
+from gpvtools.method.validation import accuracy as validation_accuracy
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "valuebench" / "value_orientation.csv"

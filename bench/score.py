@@ -36,10 +36,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gpvtools.llama_util import dequantized  # noqa: E402
-from gpvtools.models import builtin_gguf  # noqa: E402
-from gpvtools.scoring import LABELS, RELEVANCE, THRESHOLD, VALENCE, first_label_tokens, prompt  # noqa: E402
-from gpvtools.values import system  # noqa: E402
+from gpvtools.runtimes.llama import dequantized  # noqa: E402
+from gpvtools.runtimes.models import builtin_gguf  # noqa: E402
+from gpvtools.method.scoring import LABELS, RELEVANCE, THRESHOLD, VALENCE, first_label_tokens, prompt  # noqa: E402
+from gpvtools.method.values import system  # noqa: E402
 from tests.conftest import blog_sentences  # noqa: E402  (the same perceptions the tests score)
 
 DEFAULT_POSTS = ROOT.parent / "shared" / "data" / "blogs" / "posts-dev.jsonl"
@@ -119,8 +119,8 @@ def main():
 
     import torch
 
-    from gpvtools.scoring.hf import TransformersScorer
-    from gpvtools.scoring.llama import LlamaCppScorer
+    from gpvtools.method.scoring.hf import TransformersScorer
+    from gpvtools.method.scoring.llama import LlamaCppScorer
 
     torch.set_num_threads(args.threads)
     results, rss = {}, {}

@@ -3,7 +3,7 @@
     python bench/touche.py [--old COMMIT] [--backend transformers] [--limit N]
 
 The dev split is the fixed 20% of the Touché23-ValueEval training arguments (CC BY-SA 4.0; ../shared/data/
-touche23) chosen by a hash of the argument id (gpvtools.training.data.touche_is_dev); gpv-train never
+touche23) chosen by a hash of the argument id (gpvtools.method.training.data.touche_is_dev); gpv-train never
 trains on it. Each argument's premise alone goes through `gpv-score --values schwartz`, and its p_rel for
 each of the 10 basic values is compared with the human label (the 20 refined categories folded into
 the 10, as the data's README says). Scorers, in one run:
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import orjson
 
-from gpvtools.models import builtin_gguf
-from gpvtools.training import data as data_mod
-from gpvtools.training.trainer import relevance_report
+from gpvtools.runtimes.models import builtin_gguf
+from gpvtools.method.training import data as data_mod
+from gpvtools.method.training.trainer import relevance_report
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"

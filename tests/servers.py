@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from gpvtools.models import builtin_gguf
+from gpvtools.runtimes.models import builtin_gguf
 
 
 def free_port():

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpvtools.aggregation import Moments
+from gpvtools.method.aggregation import Moments
 from gpvtools.commands import aggregate
-from gpvtools.values import system
+from gpvtools.method.values import system
 from tests.conftest import SHARED
 
 SCORER = "test:hand"

@@ -3,9 +3,9 @@
 import orjson
 import pytest
 
-from gpvtools.chunking import Chunker, make_counter
+from gpvtools.method.chunking import Chunker, make_counter
 from gpvtools.commands import chunk
-from gpvtools.errors import GpvError
+from gpvtools.streaming.errors import GpvError
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_hugging_face_tokenizer_json(tmp_path, posts):
 
 
 def test_gguf_path_counts_like_builtin():
-    from gpvtools.models import builtin_gguf
+    from gpvtools.runtimes.models import builtin_gguf
 
     text = "Values guide what people choose."
     assert make_counter(builtin_gguf())(text) == make_counter("builtin")(text) > 0

@@ -17,9 +17,9 @@ import time
 import orjson
 import pytest
 
-from gpvtools import elicitation, parsing
+from gpvtools.method import elicitation, parsing
 from gpvtools.commands import aggregate, elicit, parse
-from gpvtools.errors import BadRecord
+from gpvtools.streaming.errors import BadRecord
 
 from .conftest import SHARED
 from .servers import FaultProxy, ScriptedChatServer, free_port, start_llama_server, stop_server

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpvtools.commands import aggregate, chunk, parse, score, validate
-from gpvtools.resume import ERROR_FIELD
+from gpvtools.streaming.resume import ERROR_FIELD
 
 from .conftest import SHARED
 

@@ -3,8 +3,8 @@ import io
 
 import pytest
 
-from gpvtools.errors import BadRecord
-from gpvtools.jsonl import TooLong, iter_lines, open_input, parse_line, require_text
+from gpvtools.streaming.errors import BadRecord
+from gpvtools.streaming.jsonl import TooLong, iter_lines, open_input, parse_line, require_text
 
 
 def lines(data, limit=100):

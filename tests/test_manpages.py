@@ -3,7 +3,7 @@
 import tomllib
 from pathlib import Path
 
-from gpvtools import manpages
+from gpvtools.commands import manpages
 from tests.conftest import ROOT
 
 

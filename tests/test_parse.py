@@ -15,10 +15,10 @@ import time
 import orjson
 import pytest
 
-from gpvtools import parsing
+from gpvtools.method import parsing
 from gpvtools.commands import parse
-from gpvtools.errors import BadRecord
-from gpvtools.llm.cache import ResponseCache, request_key
+from gpvtools.streaming.errors import BadRecord
+from gpvtools.runtimes.cache import ResponseCache, request_key
 
 from .servers import DelayChatServer, FaultProxy, start_llama_server, stop_server
 
@@ -279,7 +279,7 @@ def llama_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def blog_chunks(posts_path):
     """Real chunks: the first two 250-token chunks of the first two blog posts."""
-    from gpvtools.chunking import Chunker, make_counter
+    from gpvtools.method.chunking import Chunker, make_counter
 
     chunker = Chunker(make_counter("builtin"), 250, 0)
     out = []

@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 import pytest
 
-from gpvtools.validation import probe as P
+from gpvtools.method.validation import probe as P
 
 DATA = Path(__file__).parent / "data"
 PAPER_VALUES = DATA / "paper-gpv-llm-values.jsonl"

@@ -75,7 +75,7 @@ KILLS = {"chunk": 2, "parse": 4, "score-dictionary": 3, "head": 0, "score-llama"
 # by its id less the last '#' part, a scored record by its own id.
 SOURCE = {"chunk": lambda r: r["id"].rsplit("#", 1)[0], "parse": lambda r: r["id"].rsplit("#", 1)[0],
           "score-dictionary": lambda r: r["id"], "score-llama": lambda r: r["id"]}
-# Input lines a stage may hold before it writes the output of the first (gpvtools/llm/pool.py: gpv-parse keeps
+# Input lines a stage may hold before it writes the output of the first (gpvtools/streaming/pool.py: gpv-parse keeps
 # up to -j chunks in flight and writes the oldest once it is done *and* a further line has been read); the
 # others write an input's records before they read the next line.
 LAG = {"parse": 4}
@@ -341,7 +341,7 @@ def test_pipeline_killed_20_times_and_resumed_equals_one_clean_run(posts_path, t
     assert len(read(work / "scored-llama.jsonl")) == 6
     leftovers = [p.name for p in work.iterdir() if p.name.endswith("tmp")]
     assert leftovers == [], f"temporary files left behind: {leftovers}"
-    stale = list((work / "cache").rglob("*.tmp"))  # gpvtools/llm/cache.py: a kill between write and rename
+    stale = list((work / "cache").rglob("*.tmp"))  # gpvtools/runtimes/cache.py: a kill between write and rename
     print(f"{len(stale)} temporary cache files left by kills (never read; the entries were written again)")
 
 
@@ -449,7 +449,7 @@ def test_score_shards_at_once_against_one_llama_server(llama_server, sentences, 
     Only two: on one thread, with logits for every token, each client's start-up alone (the label tokens,
     learnt by echo) takes 20-60 s on this shared 2-core machine; four shards took over four minutes.
     """
-    from gpvtools.shard import shard_of
+    from gpvtools.streaming.shard import shard_of
 
     picked = {}
     for i, s in enumerate(sentences):
@@ -598,8 +598,8 @@ def tiny_model_dir(tmp_path_factory):
 
 
 def test_models_load_from_safetensors_only(tiny_model_dir):
-    from gpvtools.errors import GpvError
-    from gpvtools.scoring.hf import load_model
+    from gpvtools.streaming.errors import GpvError
+    from gpvtools.method.scoring.hf import load_model
 
     model, _, _ = load_model(tiny_model_dir["safetensors"], device="cpu")  # the control: this one loads
     assert model.config.num_hidden_layers == 1
@@ -612,7 +612,7 @@ def test_remote_code_in_a_model_directory_is_never_run(tiny_model_dir, tmp_path)
     """A directory whose config asks for its own Python code (auto_map): loading must not import it."""
     import shutil
 
-    from gpvtools.scoring.hf import load_model
+    from gpvtools.method.scoring.hf import load_model
 
     d = tmp_path / "remote"
     shutil.copytree(tiny_model_dir["safetensors"], d)

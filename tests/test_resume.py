@@ -10,9 +10,9 @@ import time
 import orjson
 import pytest
 
-from gpvtools import resume
+from gpvtools.streaming import resume
 from gpvtools.commands import chunk
-from gpvtools.errors import GpvError
+from gpvtools.streaming.errors import GpvError
 
 
 def chunk_recs(doc, n):

@@ -11,9 +11,9 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from gpvtools import values
+from gpvtools.method import values
 from gpvtools.commands import score
-from gpvtools.models import builtin_gguf
+from gpvtools.runtimes.models import builtin_gguf
 
 from .conftest import SHARED
 
@@ -300,8 +300,8 @@ def test_a_record_without_the_text_field(invoke):
 
 
 def test_a_text_over_the_context_is_one_bad_record_of_its_batch(invoke):
-    from gpvtools.llama_util import load_llama
-    from gpvtools.scoring import RELEVANCE, prompt
+    from gpvtools.runtimes.llama import load_llama
+    from gpvtools.method.scoring import RELEVANCE, prompt
 
     long_text = "Values guide what people choose and why. " * 20
     vocab = load_llama(GGUF, vocab_only=True)

@@ -3,7 +3,7 @@
 import orjson
 
 from gpvtools.commands import score
-from gpvtools.models import builtin_gguf
+from gpvtools.runtimes.models import builtin_gguf
 
 
 def test_each_record_is_scored_on_its_own_values(invoke):

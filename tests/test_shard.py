@@ -8,8 +8,8 @@ import orjson
 import pytest
 
 from gpvtools.commands import chunk
-from gpvtools.errors import UsageError
-from gpvtools.shard import shard_from_env, shard_of
+from gpvtools.streaming.errors import UsageError
+from gpvtools.streaming.shard import shard_from_env, shard_of
 
 
 def test_union_of_shards_is_the_whole_without_overlap(posts_path, invoke):
@@ -32,7 +32,7 @@ def test_later_stages_shard_by_doc_id_so_shards_line_up(posts_path, invoke):
 
 
 def test_hash_is_independent_of_the_python_hash_seed():
-    code = "from gpvtools.shard import shard_of; print([shard_of(f'doc{i}', 7) for i in range(50)])"
+    code = "from gpvtools.streaming.shard import shard_of; print([shard_of(f'doc{i}', 7) for i in range(50)])"
     runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "random")}
     assert len(runs) == 1

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from gpvtools.commands import aggregate, chunk, parse, score
-from gpvtools.models import builtin_gguf
+from gpvtools.runtimes.models import builtin_gguf
 
 GOOD = b'{"id": "d1", "text": "Honesty matters to me."}'
 SCORED = b'{"id": "d1", "values": {"Power": {"relevance": 0.9, "score": 0.5}}, "scorer": "x:y"}'

@@ -7,8 +7,8 @@ import orjson
 import pytest
 
 from gpvtools.commands import score, train
-from gpvtools.models import builtin_gguf
-from gpvtools.training import data, trainer
+from gpvtools.runtimes.models import builtin_gguf
+from gpvtools.method.training import data, trainer
 from tests.conftest import SHARED
 
 VALUEBENCH = SHARED / "data" / "valuebench" / "value_orientation.csv"
@@ -182,9 +182,9 @@ def test_gguf_lora_export_matches_peft_on_a_strong_random_adapter(tmp_path, monk
     import torch
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 
-    from gpvtools.scoring.hf import TransformersScorer, load_model
-    from gpvtools.scoring.llama import LlamaCppScorer
-    from gpvtools.training import gguf_export
+    from gpvtools.method.scoring.hf import TransformersScorer, load_model
+    from gpvtools.method.scoring.llama import LlamaCppScorer
+    from gpvtools.method.training import gguf_export
 
     torch.manual_seed(0)
     model, tok, _ = load_model(builtin_gguf(), "cpu")
@@ -322,8 +322,8 @@ def test_packed_rows_give_the_unpacked_logits():
     suffix's own row computes (float32, no autocast): the packing changes the cost, not the model."""
     import torch
 
-    from gpvtools.scoring import LABELS, first_label_tokens
-    from gpvtools.scoring.hf import cache_kwarg, load_model
+    from gpvtools.method.scoring import LABELS, first_label_tokens
+    from gpvtools.method.scoring.hf import cache_kwarg, load_model
 
     model, tok, _ = load_model(builtin_gguf(), "cpu", "float32")
     model = trainer.prepare(model, trainer.TrainConfig(lora_r=4, lora_layers=4), quantized=False)
@@ -360,7 +360,7 @@ def test_judged_rows_take_turns_so_each_is_seen_judged_epochs_times():
 
 
 def test_ship_writes_a_card_with_the_data_the_command_and_every_figure(tiny_run, tmp_path):
-    from gpvtools.training.ship import ship
+    from gpvtools.method.training.ship import ship
 
     out, _, resumed = tiny_run
     report = orjson.loads(resumed.stdout)

@@ -7,12 +7,12 @@ import orjson
 import pytest
 
 from gpvtools.commands import validate
-from gpvtools.validation import accuracy as acc
-from gpvtools.validation import concurrent as cc
-from gpvtools.validation import construct as cv
-from gpvtools.validation import predictive as pv
-from gpvtools.validation import stability as st
-from gpvtools.values import system
+from gpvtools.method.validation import accuracy as acc
+from gpvtools.method.validation import concurrent as cc
+from gpvtools.method.validation import construct as cv
+from gpvtools.method.validation import predictive as pv
+from gpvtools.method.validation import stability as st
+from gpvtools.method.values import system
 
 
 def jsonl(records):
@@ -346,7 +346,7 @@ def test_accuracy_errors(invoke, change, message):
 
 def test_heldout_split_fields_are_what_accuracy_reads(tmp_path):
     # gpv-train writes its held-out split with training.data.write_jsonl: the fields accuracy reads by default
-    from gpvtools.training import data
+    from gpvtools.method.training import data
 
     data.write_jsonl(tmp_path / "h.jsonl", [data.Example("t", "Power", "valence", "oppose")])
     record = orjson.loads((tmp_path / "h.jsonl").read_bytes())

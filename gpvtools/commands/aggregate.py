@@ -13,11 +13,11 @@ from types import SimpleNamespace
 import click
 import orjson
 
-from ..aggregation import Aggregator
-from ..errors import BadRecord, GpvError, UsageError
-from ..jsonl import dumps, iter_lines, open_input, parse_line
-from ..shard import parse_shard, shard_from_env, shard_of
-from ..stream import (
+from ..method.aggregation import Aggregator
+from ..streaming.errors import BadRecord, GpvError, UsageError
+from ..streaming.jsonl import dumps, iter_lines, open_input, parse_line
+from ..streaming.shard import parse_shard, shard_from_env, shard_of
+from ..streaming.stage import (
     CONTEXT_SETTINGS,
     DOC_ID_FIELD,
     ERROR_FIELD,
@@ -291,7 +291,7 @@ main.man_sections = {
         "gpv-aggregate --by author --higher-order -f csv scored.jsonl -o authors.csv\n"
         "gpv-aggregate --by author --shard 3/16 scored.jsonl -o agg.3.jsonl\n"
         "cat agg.*.jsonl | gpv-aggregate --merge -o authors.jsonl\n"
-        "gpv-aggregate --by author scored.jsonl | python -m gpvtools.table id Power=values.Power.score"
+        "gpv-aggregate --by author scored.jsonl | python -m gpvtools.commands.table id Power=values.Power.score"
     ),
 }
 

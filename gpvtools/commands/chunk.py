@@ -2,8 +2,8 @@
 
 import click
 
-from ..chunking import DEFAULT_MAX_TOKENS, DEFAULT_TOKENIZER, Chunker, make_counter
-from ..stream import CONTEXT_SETTINGS, DOC_ID_FIELD, Stage, derive, note, plural, run_command, stream_options, text_options
+from ..method.chunking import DEFAULT_MAX_TOKENS, DEFAULT_TOKENIZER, Chunker, make_counter
+from ..streaming.stage import CONTEXT_SETTINGS, DOC_ID_FIELD, Stage, derive, note, plural, run_command, stream_options, text_options
 
 
 class ChunkStage(Stage):

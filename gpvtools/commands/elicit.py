@@ -5,12 +5,12 @@ import io
 
 import click
 
-from .. import elicitation, values
-from ..errors import BadRecord, GpvError, UsageError
-from ..jsonl import dumps, require_text
-from ..llm.pool import PooledStage
-from ..models import BUILTIN
-from ..stream import CONTEXT_SETTINGS, DOC_ID_FIELD, derive, note, plural, run_command, stream_options
+from ..method import elicitation, values
+from ..streaming.errors import BadRecord, GpvError, UsageError
+from ..streaming.jsonl import dumps, require_text
+from ..streaming.pool import PooledStage
+from ..runtimes.models import BUILTIN
+from ..streaming.stage import CONTEXT_SETTINGS, DOC_ID_FIELD, derive, note, plural, run_command, stream_options
 from .parse import build_model, chat_options
 
 COMMAND = "gpv-elicit"

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import click
 
-from .. import parsing
-from ..errors import BadRecord, UsageError
-from ..llm.cache import ResponseCache, default_dir
-from ..llm.chat import Stats
-from ..llm.pool import PooledStage
-from ..models import BUILTIN, builtin_gguf
-from ..stream import (
+from ..method import parsing
+from ..streaming.errors import BadRecord, UsageError
+from ..runtimes.cache import ResponseCache, default_dir
+from ..runtimes.chat import Stats
+from ..streaming.pool import PooledStage
+from ..runtimes.models import BUILTIN, builtin_gguf
+from ..streaming.stage import (
     CONTEXT_SETTINGS,
     DOC_ID_FIELD,
     derive,
@@ -128,11 +128,11 @@ def build_model(o, warn):
     cache = None if o["no_cache"] else ResponseCache(Path(o["cache"]) if o["cache"] else default_dir() / "chat")
     stats = Stats()
     if backend == "openai":
-        from ..llm.chat import OpenAIChat
+        from ..runtimes.chat import OpenAIChat
 
         return OpenAIChat(o["base_url"], o["api_key"], None if o["model"] == BUILTIN else o["model"],
                           timeout=o["timeout"], retries=o["retries"], backoff=o["backoff"], cache=cache, stats=stats, warn=warn)
-    from ..llm.chat import LlamaChat
+    from ..runtimes.chat import LlamaChat
 
     model = builtin_gguf() if o["model"] == BUILTIN else o["model"]
     if not Path(model).exists():

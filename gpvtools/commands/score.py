@@ -5,11 +5,11 @@ from pathlib import Path
 
 import click
 
-from .. import values as values_mod
-from ..errors import BadRecord, UsageError
-from ..models import BUILTIN, builtin_scorer_files
-from ..scoring import BACKENDS
-from ..stream import CONTEXT_SETTINGS, Stage, derive, note, run_command, stream_options, text_options
+from ..method import values as values_mod
+from ..streaming.errors import BadRecord, UsageError
+from ..runtimes.models import BUILTIN, builtin_scorer_files
+from ..method.scoring import BACKENDS
+from ..streaming.stage import CONTEXT_SETTINGS, Stage, derive, note, run_command, stream_options, text_options
 
 RESULT_FIELD = "values"
 
@@ -39,7 +39,7 @@ def build_scorer(o):
     if precision != "auto" and backend != "llama-cpp":
         raise UsageError(f"--precision is for the llama-cpp backend, not {backend}")
     if backend == "dictionary":
-        from ..scoring.dictionary import DictionaryScorer
+        from ..method.scoring.dictionary import DictionaryScorer
 
         if model == BUILTIN:
             raise UsageError("backend 'dictionary' needs a lexicon: --model FILE.json or FILE.dic")
@@ -47,7 +47,7 @@ def build_scorer(o):
             raise UsageError(f"model {model} does not exist")
         return DictionaryScorer(model)
     if backend == "openai":
-        from ..scoring.remote import from_env
+        from ..method.scoring.remote import from_env
 
         return from_env(o["base_url"], o["api_key"], None if model == BUILTIN else model,
                         top_logprobs=o["top_logprobs"], concurrency=o["concurrency"], timeout=o["timeout"],
@@ -60,8 +60,8 @@ def build_scorer(o):
         model = files["gguf"]
         adapter = adapter or (files["lora"] if backend == "llama-cpp" else files["adapter"])
     if backend == "llama-cpp":
-        from ..llama_util import dequantized
-        from ..scoring.llama import LlamaCppScorer
+        from ..runtimes.llama import dequantized
+        from ..method.scoring.llama import LlamaCppScorer
 
         if not Path(model).exists():
             raise UsageError(f"model {model} does not exist")
@@ -71,7 +71,7 @@ def build_scorer(o):
         return LlamaCppScorer(model, name=name, n_ctx=o["n_ctx"], n_threads=o["threads"],
                               n_gpu_layers=o["n_gpu_layers"], lora_path=adapter,
                               reuse_cache=not o["no_prefix_cache"])
-    from ..scoring.hf import TransformersScorer
+    from ..method.scoring.hf import TransformersScorer
 
     return TransformersScorer(model, name=name, device=o["device"], dtype=o["dtype"],
                               load_in_4bit=o["load_in_4bit"], load_in_8bit=o["load_in_8bit"], adapter=adapter,
@@ -248,7 +248,7 @@ def main(stream, text_field, id_field, values_spec, values_field, model, backend
 
 def builtin_model_text():
     """The man page's account of the built-in scorer, read from the card that ships with it."""
-    from ..models import builtin_scorer_card
+    from ..runtimes.models import builtin_scorer_card
 
     card = builtin_scorer_card()
     cfg, acc = card["config"], card["heldout_accuracy"]
@@ -276,7 +276,7 @@ def builtin_model_text():
         f"p_rel > 0.5 reaches a macro F1 of {dev['macro_f1']:.3f} (per value in model.json; bench/touche.py "
         f"re-measures it beside the previous built-in model and the word-count dictionary)."
         if dev else "")
-    command = f" Reproduce it with: {card['command']}, then python -m gpvtools.training.ship DIR." \
+    command = f" Reproduce it with: {card['command']}, then python -m gpvtools.method.training.ship DIR." \
         if card.get("command") else ""
     return (
         f"With no --model, gpv-score uses a small ValueLlama trained with gpv-train on a CPU. Base: {card['base']}. "

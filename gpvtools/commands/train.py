@@ -8,12 +8,12 @@ from pathlib import Path
 import click
 import orjson
 
-from .. import values as values_mod
-from ..errors import GpvError, UsageError
-from ..models import BUILTIN, builtin_gguf
-from ..stream import CONTEXT_SETTINGS, guarded, note
-from ..training import data as data_mod
-from ..training.trainer import (DEFAULT_TARGETS, TrainConfig, config_dict, evaluate, evaluate_judged, prepare,
+from ..method import values as values_mod
+from ..streaming.errors import GpvError, UsageError
+from ..runtimes.models import BUILTIN, builtin_gguf
+from ..streaming.stage import CONTEXT_SETTINGS, guarded, note
+from ..method.training import data as data_mod
+from ..method.training.trainer import (DEFAULT_TARGETS, TrainConfig, config_dict, evaluate, evaluate_judged, prepare,
                                 train)
 
 
@@ -73,7 +73,7 @@ def run(o):
         f"({len(test_examples)} held-out examples in {out / 'heldout.jsonl'})"
         + (f"; {len(dev)} judged texts in the dev split ({out / 'dev.jsonl'}), never trained on" if dev else ""))
 
-    from ..scoring.hf import TransformersScorer, load_model
+    from ..method.scoring.hf import TransformersScorer, load_model
 
     if o["threads"]:
         import torch
@@ -100,7 +100,7 @@ def run(o):
         if not o["no_gguf"]:
             from peft import get_peft_model_state_dict
 
-            from ..training.gguf_export import export_lora
+            from ..method.training.gguf_export import export_lora
 
             export_lora(get_peft_model_state_dict(model), model.config, cfg.lora_alpha, out / "adapter.gguf")
             report["gguf_adapter"] = str(out / "adapter.gguf")
@@ -117,7 +117,7 @@ def run(o):
         say(f"evaluating relevance on the {len(dev)} dev texts")
         report["dev"] = {"transformers": evaluate_judged(scorer, dev)}
     if report.get("gguf_adapter") and str(base).endswith(".gguf"):
-        from ..scoring.llama import LlamaCppScorer
+        from ..method.scoring.llama import LlamaCppScorer
 
         lcpp = LlamaCppScorer(base, lora_path=report["gguf_adapter"])
         if test_examples:
@@ -216,13 +216,13 @@ def main(**o):
 
 
 def builtin_scorer_text():
-    from ..models import builtin_scorer_card
+    from ..runtimes.models import builtin_scorer_card
 
     card = builtin_scorer_card()
     made = (f"with this command on a 2-core CPU (ValueBench's value_orientation.csv and Touché23-ValueEval's "
             f"arguments-training.tsv, with labels-training.tsv beside it): {card['command']}"
             if card.get("command") else "with gpv-train on a 2-core CPU")
-    return (f"gpv-score's default model was made {made}, then python -m gpvtools.training.ship DIR. An "
+    return (f"gpv-score's default model was made {made}, then python -m gpvtools.method.training.ship DIR. An "
             f"interrupted run goes on with the same command and --resume. Its base, data, split and measured "
             f"accuracy are in gpv-score(1), THE BUILT-IN MODEL.")
 

@@ -6,10 +6,10 @@ import sys
 import click
 import orjson
 
-from ..aggregation import group_identity, key_string, sort_key
-from ..errors import BadRecord, GpvError, UsageError
-from ..stream import CONTEXT_SETTINGS, guarded, note, plural
-from ..table import format_table
+from ..method.aggregation import group_identity, key_string, sort_key
+from ..streaming.errors import BadRecord, GpvError, UsageError
+from ..streaming.stage import CONTEXT_SETTINGS, guarded, note, plural
+from .table import format_table
 
 COMMAND = "gpv-validate"
 
@@ -62,7 +62,7 @@ def run(name, verbose, work):
 
 
 def _names_or_first(wanted, record, line):
-    from ..validation.records import value_names
+    from ..method.validation.records import value_names
 
     return wanted if wanted is not None else value_names(record, line, derived=False)
 
@@ -135,8 +135,8 @@ def stability(input, by, values_spec, min_evidence, table, plot_path, output, qu
     def work():
         import numpy as np
 
-        from ..validation import records as rec
-        from ..validation import stability as st
+        from ..method.validation import records as rec
+        from ..method.validation import stability as st
 
         wanted = rec.parse_values(values_spec)
         reader = rec.Records(input)
@@ -167,7 +167,7 @@ def stability(input, by, values_spec, min_evidence, table, plot_path, output, qu
             click.echo(format_table(rows_, ["value", "ss", "oo", "so", "os", "p_ss", "p_oo", "p_same", "zero",
                                             "tied", "sparse"]), err=True)
         if plot_path:
-            from ..validation import plots
+            from ..method.validation import plots
 
             labels = names + ["Sum"]
             series = {k: [per_value[n][k] for n in names] + [total[k]] for k in ("p_ss", "p_oo", "p_same")}
@@ -205,8 +205,8 @@ def construct(input, values_spec, seed, permutations, table, plot_path, output, 
     def work():
         import numpy as np
 
-        from ..validation import construct as cv
-        from ..validation import records as rec
+        from ..method.validation import construct as cv
+        from ..method.validation import records as rec
 
         wanted = rec.parse_values(values_spec)
         reader = rec.Records(input)
@@ -254,8 +254,8 @@ def construct(input, values_spec, seed, permutations, table, plot_path, output, 
                            + f"; rho (1 - similarity) = {circumplex['rho_distance']:.3f}"
                            + (f", p = {p_d:.4f}" if p_d is not None else ""), err=True)
         if plot_path:
-            from ..validation import plots
-            from ..values import HIGHER_ORDER
+            from ..method.validation import plots
+            from ..method.values import HIGHER_ORDER
 
             groups = [cv.higher_order_of(v) or (v if v in HIGHER_ORDER else "") for v in names]
             plots.mds_map(plot_path, names, coords, groups,
@@ -269,7 +269,7 @@ def construct(input, values_spec, seed, permutations, table, plot_path, output, 
 
 def _read_measure(path, on, wanted):
     """{identity: row}, names, key order, and the reader of one measure, joined on ON."""
-    from ..validation import records as rec
+    from ..method.validation import records as rec
 
     reader = rec.Records(path)
     names, rows, first, keys = None, {}, {}, {}
@@ -313,8 +313,8 @@ def concurrent(input_a, input_b, on, values_a, values_b, spearman, table, plot_p
     def work():
         import numpy as np
 
-        from ..validation import concurrent as cc
-        from ..validation import records as rec
+        from ..method.validation import concurrent as cc
+        from ..method.validation import records as rec
 
         rows_a, names_a, _, reader_a = _read_measure(input_a, on, rec.parse_values(values_a))
         rows_b, names_b, _, reader_b = _read_measure(input_b, on, rec.parse_values(values_b))
@@ -344,7 +344,7 @@ def concurrent(input_a, input_b, on, values_a, values_b, spearman, table, plot_p
                 click.echo(f"{method} r (rows: {input_a}; columns: {input_b}; n = {len(common)} matched)", err=True)
                 click.echo(_matrix_table(names_a, names_b, r), err=True)
         if plot_path:
-            from ..validation import plots
+            from ..method.validation import plots
 
             r = [[report["pearson"]["r"][x][y] for y in names_b] for x in names_a]
             plots.heatmap(plot_path, names_a, names_b, [[clean(v) for v in row] for row in r],
@@ -379,8 +379,8 @@ def predictive(input, field, groups_spec, test, values_spec, table, plot_path, o
     def work():
         import numpy as np
 
-        from ..validation import predictive as pv
-        from ..validation import records as rec
+        from ..method.validation import predictive as pv
+        from ..method.validation import records as rec
 
         wanted = rec.parse_values(values_spec)
         reader = rec.Records(input)
@@ -431,7 +431,7 @@ def predictive(input, field, groups_spec, test, values_spec, table, plot_path, o
                      for n, r in per_value.items()]
             click.echo(format_table(trows, list(trows[0])), err=True)
         if plot_path:
-            from ..validation import plots
+            from ..method.validation import plots
 
             series = {lab: [per_value[n]["mean"][k] for n in names] for k, lab in enumerate(labels)}
             plots.bars(plot_path, names, series, f"Mean score by {field}", "mean score")
@@ -462,8 +462,8 @@ def accuracy(input, value_field, task_field, label_field, table, output, quiet, 
     """
 
     def work():
-        from ..validation import accuracy as acc
-        from ..validation import records as rec
+        from ..method.validation import accuracy as acc
+        from ..method.validation import records as rec
 
         reader = rec.Records(input)
         pairs = acc.labelled_decisions(reader, value_field, task_field, label_field)
@@ -513,7 +513,7 @@ main.man_sections = {
 }
 
 
-from ..validation.probe import probe  # the linear probe (paper §5.2), in its own module
+from ..method.validation.probe import probe  # the linear probe (paper §5.2), in its own module
 
 main.add_command(probe)
 

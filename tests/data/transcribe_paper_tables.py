@@ -4,7 +4,7 @@
         > tests/data/paper-gpv-llm-values.jsonl
 
 Reads the tables from the paper's text rather than by hand, and checks every value name against
-gpvtools.values, so a typo cannot slip in. The output is committed; the tests never need the paper.
+gpvtools.method.values, so a typo cannot slip in. The output is committed; the tests never need the paper.
 """
 
 import sys
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import orjson
 
-from gpvtools.values import inventories
+from gpvtools.method.values import inventories
 
 # Ye et al., GPV paper, App. D.1: the abbreviations the tables use and the models they stand for.
 MODELS = {
@@ -60,7 +60,7 @@ def main(path):
         table = caption.split(":")[0]
         for inventory, value, numbers in rows:
             if value not in known[inventory]:
-                raise SystemExit(f"{table}: '{value}' is not a {inventory} value in gpvtools.values")
+                raise SystemExit(f"{table}: '{value}' is not a {inventory} value in gpvtools.method.values")
             for model, x in zip(models, numbers):
                 scores = profiles.setdefault(model, {"table": table, "values": {}})["values"]
                 # Achievement is in PVQ40 and in LVI; GPV measures one value, printed twice.

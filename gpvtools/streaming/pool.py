@@ -8,8 +8,8 @@ only when every input before it has been, so output order never depends on the s
 import collections
 from concurrent.futures import ThreadPoolExecutor
 
-from ..errors import BadRecord
-from ..stream import Stage
+from .errors import BadRecord
+from .stage import Stage
 
 
 class PooledStage(Stage):

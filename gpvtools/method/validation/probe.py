@@ -20,11 +20,11 @@ from pathlib import Path
 import click
 import orjson
 
-from ..errors import BadRecord, GpvError, MissingDependency, UsageError
-from ..jsonl import iter_lines, open_input, parse_line
-from ..resume import ERROR_FIELD
-from ..stream import CONTEXT_SETTINGS, guarded, note
-from ..table import format_table
+from ...streaming.errors import BadRecord, GpvError, MissingDependency, UsageError
+from ...streaming.jsonl import iter_lines, open_input, parse_line
+from ...streaming.resume import ERROR_FIELD
+from ...streaming.stage import CONTEXT_SETTINGS, guarded, note
+from ...commands.table import format_table
 from ..values import system
 
 try:

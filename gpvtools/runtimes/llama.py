@@ -5,7 +5,7 @@ import ctypes
 import os
 import sys
 
-from .errors import GpvError, MissingDependency
+from ..streaming.errors import GpvError, MissingDependency
 
 GGUF_MAGIC = b"GGUF"
 
@@ -68,7 +68,7 @@ def dequantized(path):
     import socket
     from pathlib import Path
 
-    from .llm.cache import default_dir
+    from .cache import default_dir
 
     try:
         import llama_cpp

@@ -15,8 +15,8 @@ import tempfile
 from functools import cached_property
 from pathlib import Path
 
-from .errors import GpvError, MissingDependency
-from .models import builtin_gguf
+from ..streaming.errors import GpvError, MissingDependency
+from ..runtimes.models import builtin_gguf
 
 DEFAULT_TOKENIZER = "builtin"
 DEFAULT_MAX_TOKENS = 250
@@ -50,7 +50,7 @@ class GGUFCounter(TokenCounter):
             import llama_cpp
         except ImportError:
             raise MissingDependency("a GGUF tokenizer", "llama-cpp-python", "cpu") from None
-        from .llama_util import load_llama
+        from ..runtimes.llama import load_llama
 
         self.name = name or f"gguf:{path}"
         self.model = load_llama(path, vocab_only=True)

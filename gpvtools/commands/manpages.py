@@ -1,6 +1,6 @@
 """Man pages rendered from the click commands themselves, so --help and man(1) never disagree.
 
-    python -m gpvtools.manpages man/      # regenerate man/gpv-*.1
+    python -m gpvtools.commands.manpages man/      # regenerate man/gpv-*.1
 """
 
 import importlib
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from .. import __version__
 
 COMMANDS = ["chunk", "parse", "score", "train", "aggregate", "validate", "elicit"]
 

@@ -10,8 +10,8 @@ import os
 
 import numpy as np
 
-from ..errors import BadRecord, GpvError
-from ..llama_util import load_llama
+from ...streaming.errors import BadRecord, GpvError
+from ...runtimes.llama import load_llama
 from . import LABELS, LabelScorer, first_label_tokens, prompt, renormalise
 
 

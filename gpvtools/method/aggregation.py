@@ -19,7 +19,7 @@ Nothing here knows about click or streams: records in, records out.
 
 import math
 
-from .errors import BadRecord, UsageError
+from ..streaming.errors import BadRecord, UsageError
 from .values import HIGHER_ORDER
 
 # The field an aggregate record holds its basic-value count in, marking a derived higher-order entry.

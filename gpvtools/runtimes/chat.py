@@ -11,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..errors import BadRecord, GpvError, MissingDependency
+from ..streaming.errors import BadRecord, GpvError, MissingDependency
 from .cache import request_key
 
 # The response_format requests tried in turn, strongest first; the first one a server accepts is kept.
@@ -278,7 +278,7 @@ class LlamaChat(ChatModel):
         self.key_params = {"repeat_penalty": repeat_penalty}
         import os
 
-        from ..llama_util import load_llama
+        from .llama import load_llama
 
         self.path = str(path)
         self.name = name or f"{os.path.basename(self.path)}:{os.path.getsize(self.path)}"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from ..errors import GpvError
+from ...streaming.errors import GpvError
 from ..scoring import LABELS, RELEVANCE, VALENCE
 
 VALUEBENCH_COLUMNS = ("questionnaire", "item", "value", "agreement")

@@ -1,6 +1,6 @@
 """Copy a gpv-train result into the package as the built-in scorer (float16, adapter files only).
 
-    python -m gpvtools.training.ship build/builtin [--command "gpv-train …"]
+    python -m gpvtools.method.training.ship build/builtin [--command "gpv-train …"]
 """
 
 import argparse

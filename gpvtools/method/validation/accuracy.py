@@ -7,7 +7,7 @@ the share of items whose decision equals the label; the confusion counts are gol
 
 import numpy as np
 
-from ..errors import BadRecord
+from ...streaming.errors import BadRecord
 
 RELEVANCE_LABELS = ("yes", "no")
 VALENCE_LABELS = ("support", "oppose", "either")

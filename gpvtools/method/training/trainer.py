@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import GpvError
+from ...streaming.errors import GpvError
 from ..scoring import LABELS, RELEVANCE, VALENCE, first_label_tokens, prompt, shared_prefix
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

@@ -1,6 +1,6 @@
 """Figures for gpv-validate --plot (matplotlib with the Agg backend, imported only when a plot is asked for)."""
 
-from ..errors import GpvError, MissingDependency
+from ...streaming.errors import GpvError, MissingDependency
 
 
 def _pyplot():

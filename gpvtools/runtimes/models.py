@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from .errors import GpvError, MissingDependency
+from ..streaming.errors import GpvError, MissingDependency
 
 BUILTIN = "builtin"
 
@@ -38,7 +38,7 @@ def builtin_scorer_files():
 
 def builtin_scorer_card():
     """What the built-in scorer is and how it was made: gpvtools/data/builtin/model.json, written by
-    `python -m gpvtools.training.ship` from gpv-train's report (split, configuration, held-out accuracy)."""
+    `python -m gpvtools.method.training.ship` from gpv-train's report (split, configuration, held-out accuracy)."""
     from importlib import resources
 
     import orjson

@@ -6,7 +6,7 @@ import difflib
 import json
 import re
 
-from .errors import BadRecord
+from ..streaming.errors import BadRecord
 from .parsing import _excerpt, reply_list
 
 # Paper App. D.1, Prompt 3 ("Generating value-eliciting questions"), word for word except that the
@@ -72,7 +72,7 @@ def questions_schema(value, n, max_length=600):
     """Prompt 3's reply format as a JSON schema: the value named exactly, N questions of a sane length.
 
     The bounds matter for grammar-constrained local models, which otherwise fill strings with nothing or
-    run on; a server that refuses the schema is asked with a weaker response_format (gpvtools.llm.chat).
+    run on; a server that refuses the schema is asked with a weaker response_format (gpvtools.runtimes.chat).
     """
     return {"type": "object",
             "properties": {"value": {"type": "string", "enum": [value]},

@@ -3,9 +3,9 @@
 import math
 
 from ..aggregation import HIGHER_ORDER_MARK, group_value
-from ..errors import BadRecord, UsageError
-from ..jsonl import DEFAULT_MAX_LINE_BYTES, iter_lines, open_input, parse_line
-from ..resume import ERROR_FIELD
+from ...streaming.errors import BadRecord, UsageError
+from ...streaming.jsonl import DEFAULT_MAX_LINE_BYTES, iter_lines, open_input, parse_line
+from ...streaming.resume import ERROR_FIELD
 
 
 class Records:

@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..errors import BadRecord, GpvError, MissingDependency
-from ..llm.chat import message_of as _message
+from ...streaming.errors import BadRecord, GpvError, MissingDependency
+from ...runtimes.chat import message_of as _message
 from . import LABELS, RELEVANCE, LabelScorer, prompt, renormalise
 
 ALIGNED, SHIFTED = "aligned", "shifted"  # how the server's echo logprobs line up (see the module's doc)
@@ -70,7 +70,7 @@ class OpenAIScorer(LabelScorer):
             raise GpvError(f"the server at {self.base_url} answered {e.status_code}: {_message(e)}") from None
 
     def _only_model(self):
-        from ..llm.chat import only_model
+        from ...runtimes.chat import only_model
 
         return only_model(self.client, self.base_url, self.openai, lambda e: GpvError(
             f"cannot reach the server at {self.base_url} (after {self.max_retries} retries)"))

@@ -8,7 +8,7 @@ the chunk goes in the user message in the example's form, `Text: "…"`.
 import json
 import re
 
-from .errors import BadRecord
+from ..streaming.errors import BadRecord
 
 # Paper App. B.1, Prompt 2 (the author as the subject), word for word.
 BACKGROUND = (

@@ -6,7 +6,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from .errors import GpvError, UsageError
+from ..streaming.errors import GpvError, UsageError
 
 # Built-in systems and the ValueBench inventory each one is (DESIGN.md: PVQ40, VSM13, LVI, NFCC2000).
 SYSTEMS = {"schwartz": "PVQ40", "vsm": "VSM13", "lvi": "LVI", "nfcc": "NFCC2000"}

@@ -10,7 +10,7 @@ import re
 
 import numpy as np
 
-from ..errors import GpvError
+from ...streaming.errors import GpvError
 
 _ARCHES = {"llama": "LLAMA", "mistral": "LLAMA", "gemma3_text": "GEMMA3", "gemma3": "GEMMA3", "qwen2": "QWEN2",
            "qwen3": "QWEN3"}

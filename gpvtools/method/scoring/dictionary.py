@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from ..errors import GpvError, UsageError
+from ...streaming.errors import GpvError, UsageError
 from . import Scorer
 
 WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")

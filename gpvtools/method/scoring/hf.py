@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BadRecord, GpvError, MissingDependency, UsageError
+from ...streaming.errors import BadRecord, GpvError, MissingDependency, UsageError
 from . import LABELS, LabelScorer, first_label_tokens, prompt, shared_prefix
 
 

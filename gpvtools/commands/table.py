@@ -1,7 +1,7 @@
 """Readable fixed-width tables of records, for people (stderr reports, the demo).
 
-    gpv-chunk examples/posts.jsonl | python -m gpvtools.table id tokens text
-    … | gpv-score | python -m gpvtools.table id Power=values.Power.score
+    gpv-chunk examples/posts.jsonl | python -m gpvtools.commands.table id tokens text
+    … | gpv-score | python -m gpvtools.commands.table id Power=values.Power.score
 
 A column is a field, a dotted path into nested objects, or NAME=PATH to give it a header.
 """
