@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test man bench clean
+.PHONY: demo test test-fast lint man bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -65,8 +65,16 @@ demo: $(VENV)/.cpu
 	| $(BIN)/python -m gpvtools.commands.table subject perceptions=n_perceptions Power=values.Power.score \
 		Benev=values.Benevolence.score Hedon=values.Hedonism.score
 
-test: $(VENV)/.dev
+# The whole suite, lint first: what CI runs (.ci/run) and what the README gives.
+test: $(VENV)/.dev lint
 	$(BIN)/python -m pytest -q
+
+# A quick loop while working: everything but the tests marked slow (real models, long pipelines).
+test-fast: $(VENV)/.dev lint
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check gpvtools tests bench
 
 man: $(VENV)/.cpu
 	$(BIN)/python -m gpvtools.commands.manpages man

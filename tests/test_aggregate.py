@@ -222,6 +222,41 @@ def test_merge_of_shard_aggregates_equals_the_whole(invoke, tmp_path):
     assert backwards.stdout == merged.stdout
 
 
+def test_shards_are_the_same_documents_as_every_other_stage_keeps(invoke):
+    """gpv-aggregate --shard K/N keeps exactly the documents gpv-chunk --shard K/N keeps: one shard key.
+
+    The keys cover each way a record names its document: doc_id, a string id, a number id (int and
+    float), no id at all (its line number), and an id that is no key (a bad line in every stage)."""
+    from gpvtools.commands import chunk
+
+    def record(i):
+        r = {"author": f"a{i}", "text": "Honesty matters.", "scorer": SCORER, "values": {"A": {"score": 0.5}}}
+        kind = i % 5
+        if kind == 0:
+            r.update(id=f"s{i}#c0", doc_id=f"doc{i}")
+        elif kind == 1:
+            r["id"] = f"s{i}"
+        elif kind == 2:
+            r["id"] = i
+        elif kind == 3:
+            r["id"] = i + 0.5
+        return r
+
+    data = jsonl(record(i) for i in range(60)) + b'{"id": true, "author": "bad", "values": {}}\n'
+    seen = []
+    for k in range(3):
+        args = ["--shard", f"{k}/3", "--on-error", "skip", "-q"]
+        chunked = invoke(chunk.main, ["-t", "words", *args], data)
+        aggregated = invoke(aggregate.main, ["--by", "author", *args], data)
+        assert chunked.exit_code == aggregated.exit_code == 1  # the bad id, in both, in every shard
+        assert chunked.stderr == aggregated.stderr.replace("gpv-aggregate", "gpv-chunk")
+        kept_by_chunk = sorted(r["author"] for r in lines(chunked.stdout))
+        kept_by_aggregate = sorted(r["author"] for r in lines(aggregated.stdout))
+        assert kept_by_chunk == kept_by_aggregate != []
+        seen += kept_by_aggregate
+    assert sorted(seen) == sorted(f"a{i}" for i in range(60))  # every document in exactly one shard
+
+
 def test_merge_keeps_higher_order_values(invoke):
     names = system("schwartz")
     rng = random.Random(5)

@@ -331,7 +331,7 @@ def test_a_text_over_the_context_is_one_bad_record_of_its_batch(invoke):
     (["-m", "./nope/model-dir", "-b", "transformers"], 2, "model ./nope/model-dir does not exist"),
     (["-m", "/nope/lexicon.json"], 2, "model /nope/lexicon.json does not exist"),
     (["-b", "openai", "--base-url", "http://127.0.0.1:9/v1", "--retries", "0"], 1,
-     "cannot reach the server at http://127.0.0.1:9/v1 (after 0 retries)"),
+     "cannot reach the server at http://127.0.0.1:9/v1 (after 0 retries): connection failed (Connection error.)"),
     (["-b", "openai"], 1, "backend 'openai' needs a server: pass --base-url or set OPENAI_BASE_URL"),
     (["-b", "dictionary"], 2, "backend 'dictionary' needs a lexicon: --model FILE.json or FILE.dic"),
     ([*MODEL, "-b", "transformers", "--load-in-4bit"], 1,

@@ -1,96 +1,56 @@
 """gpv-aggregate: value profiles of groups (individuals) from perception-level scores (paper §3.3)."""
 
 import csv
-import glob
 import io
-import os
-import signal
-import socket
-import sys
-from pathlib import Path
-from types import SimpleNamespace
 
 import click
 import orjson
 
 from ..method.aggregation import Aggregator
-from ..streaming.errors import BadRecord, GpvError, UsageError
-from ..streaming.jsonl import dumps, iter_lines, open_input, parse_line
-from ..streaming.shard import parse_shard, shard_from_env, shard_of
-from ..streaming.stage import (
-    CONTEXT_SETTINGS,
-    DOC_ID_FIELD,
-    ERROR_FIELD,
-    EXIT_DATA,
-    EXIT_OK,
-    Entry,
-    Interrupted,
-    Progress,
-    _raise_interrupted,
-    error_record,
-    guarded,
-    note,
-    plural,
-    stream_options,
-)
+from ..streaming.errors import UsageError
+from ..streaming.jsonl import dumps
+from ..streaming.stage import WholeStage, plural, run_command
+from .common import CONTEXT_SETTINGS, stream_options
 
 COMMAND = "gpv-aggregate"
 
 
-class AtomicOutput:
-    """stdout, or FILE written through a temporary file beside it and renamed into place at the end.
+class AggregateStage(WholeStage):
+    """Folds each record into an Aggregator; writes its groups, as JSONL or a wide table, at the end."""
 
-    An aggregate is all-or-nothing: a failed or interrupted run leaves an earlier FILE as it was. The
-    temporary file is named by host and process, so a later run can tell one that a SIGKILL left behind.
-    """
+    command = COMMAND
+    what = "an aggregate"
 
-    def __init__(self, path):
-        self.path = None if path in (None, "-") else Path(path)
-        if self.path is None:
-            self.f, self.tmp = sys.stdout.buffer, None
-            return
-        host = socket.gethostname().replace(".", "_") or "host"
-        self._remove_stale(host)
-        self.tmp = self.path.with_name(f".{self.path.name}.{host}.{os.getpid()}.tmp")
-        try:
-            self.f = open(self.tmp, "wb")  # noqa: SIM115 - closed by commit() or discard()
-        except OSError as e:
-            raise GpvError(f"cannot write {path}: {e.strerror}") from None
+    def __init__(self, aggregator, fmt, on_error):
+        if fmt != "jsonl" and on_error == "emit":
+            raise UsageError(f"--on-error emit needs --format jsonl: a {fmt} table has no place for error records")
+        self.aggregator, self.fmt = aggregator, fmt
+        self.passes_errors = fmt == "jsonl"
+        self.n_lines = 0
 
-    def _remove_stale(self, host):
-        """Remove this host's temporary files of FILE whose process is gone (killed before it could)."""
-        prefix = f".{self.path.name}.{host}."
-        for old in self.path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
-            pid = old.name[len(prefix):-len(".tmp")]
-            if pid.isdigit() and not _alive(int(pid)):
-                old.unlink(missing_ok=True)
+    def add(self, entry):
+        self.aggregator.add(entry.record, entry.line)
 
-    def write(self, data):
-        self.f.write(data)
+    def finish(self, n_lines):
+        self.n_lines = n_lines
+        if self.fmt == "jsonl":
+            return b"".join(dumps(r) for r in self.aggregator.records())
+        if not n_lines:
+            return b""
+        return table_bytes(list(self.aggregator.records()), self.aggregator.by or [], self.aggregator.keep,
+                           "," if self.fmt == "csv" else "\t")
 
-    def commit(self):
-        if self.tmp is None:
-            self.f.flush()
-            return
-        self.f.close()
-        os.replace(self.tmp, self.path)
-        self.tmp = None
+    def upstream_note(self, n):
+        if self.passes_errors:
+            return super().upstream_note(n)
+        return f"{plural(n, 'error record')} from upstream left out: a {self.fmt} table has no place for them"
 
-    def discard(self):
-        if self.tmp is not None:
-            self.f.close()
-            self.tmp.unlink(missing_ok=True)
-            self.tmp = None
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
+    def summary(self):
+        if not self.n_lines:
+            return []
+        agg = self.aggregator
+        verb, what = ("merged", "aggregate record") if agg.merge else ("aggregated", "record")
+        return [f"{verb} {plural(agg.n_records, what)} into {plural(len(agg.groups), 'group')}", *agg.summary()]
 
 
 def _cell(value):
@@ -117,87 +77,6 @@ def table_bytes(records, by, keep, delimiter):
             r["id"], *(r[f] for f in by), *(r[f] for f in keep), r["n_perceptions"], r["scorer"],
             *(v[n]["score"] for n in names), *(v[n]["n"] for n in names), *(v[n]["sd"] for n in names))])
     return buf.getvalue().encode("utf-8")
-
-
-def run_aggregate(opts, aggregator, fmt):
-    """Fold the input into the aggregator, then write its records; returns the exit status."""
-    if opts.resume and opts.output in (None, "-"):
-        raise UsageError("--resume needs -o FILE")
-    if fmt != "jsonl" and opts.on_error == "emit":
-        raise UsageError(f"--on-error emit needs --format jsonl: a {fmt} table has no place for error records")
-    shard = parse_shard(opts.shard) if opts.shard else shard_from_env()
-    if shard and not opts.shard and not opts.quiet:
-        note(COMMAND, f"shard {shard[0]}/{shard[1]} from the SLURM array variables")
-    if opts.resume and not opts.quiet:
-        note(COMMAND, f"--resume: an aggregate is all-or-nothing, so {opts.output} is recomputed from the whole input")
-    stream = open_input(opts.input)
-    if opts.input == "-" and sys.stdin.isatty() and not opts.quiet:
-        note(COMMAND, "reading JSONL from standard input (Ctrl-D ends it)")
-    out = AtomicOutput(opts.output)
-    progress = Progress(COMMAND, sys.stderr.isatty() and not opts.quiet)
-    stage = SimpleNamespace(command=COMMAND)
-    counts = {"in": 0, "bad": 0, "passed": 0}
-    old_term = signal.signal(signal.SIGTERM, _raise_interrupted)
-    try:
-        for line, raw in iter_lines(stream, opts.max_line_bytes):
-            counts["in"] += 1
-            record = None
-            try:
-                record = parse_line(raw, line, opts.max_line_bytes)
-                if ERROR_FIELD in record:
-                    counts["passed"] += 1
-                    if fmt == "jsonl":
-                        out.write(dumps(record))
-                    continue
-                if shard:
-                    shard_id = record.get(DOC_ID_FIELD, record.get("id", line))
-                    if shard_of(shard_id, shard[1]) != shard[0]:
-                        continue
-                aggregator.add(record, line)
-            except BadRecord as e:
-                error = e if e.line is not None else BadRecord(e.message, line, record)
-                counts["bad"] += 1
-                if opts.on_error == "emit":
-                    out.write(dumps(error_record(stage, Entry(line, record, error=error))))
-                note(COMMAND, f"error: {error}")
-                if opts.on_error == "fail":
-                    return EXIT_DATA
-            progress.update(counts["in"], len(aggregator.groups))
-        if fmt == "jsonl":
-            for record in aggregator.records():
-                out.write(dumps(record))
-        elif counts["in"]:
-            out.write(table_bytes(list(aggregator.records()), aggregator.by or [], aggregator.keep,
-                                  "," if fmt == "csv" else "\t"))
-        out.commit()
-    except (KeyboardInterrupt, Interrupted) as e:
-        signum = getattr(e, "signum", signal.SIGINT)
-        progress.close()
-        written = "nothing written" if out.path is not None else "no aggregate written"
-        note(COMMAND, f"interrupted after {counts['in']} lines; {written} (an aggregate is all-or-nothing)")
-        return 128 + signum
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
-        progress.close()
-        out.discard()
-        if opts.input != "-":
-            stream.close()
-    if not opts.quiet and counts["in"]:
-        if counts["passed"]:
-            if fmt == "jsonl":
-                note(COMMAND, f"passed on {plural(counts['passed'], 'error record')} from upstream")
-            else:
-                note(COMMAND, f"{plural(counts['passed'], 'error record')} from upstream left out: "
-                              f"a {fmt} table has no place for them")
-        if counts["bad"]:
-            verb = "skipped" if opts.on_error == "skip" else "passed on as error records"
-            note(COMMAND, f"{plural(counts['bad'], 'bad line')} {verb}")
-        verb = "merged" if aggregator.merge else "aggregated"
-        what = "aggregate record" if aggregator.merge else "record"
-        note(COMMAND, f"{verb} {plural(aggregator.n_records, what)} into {plural(len(aggregator.groups), 'group')}")
-        for line in aggregator.summary():
-            note(COMMAND, line)
-    return EXIT_DATA if counts["bad"] else EXIT_OK
 
 
 def _fields(text):
@@ -262,12 +141,12 @@ def main(stream, by, keep, missing_group, min_evidence, higher_order, merge, mix
     else:
         by_fields = _fields(by)
 
-    def work():
+    def build():
         aggregator = Aggregator(by_fields, _fields(keep), missing_group, min_evidence, higher_order, merge,
                                 mixed_values)
-        return run_aggregate(stream, aggregator, fmt)
+        return AggregateStage(aggregator, fmt, stream.on_error)
 
-    guarded(COMMAND, stream.verbose, work)
+    run_command(COMMAND, build, stream)
 
 
 main.man_sections = {

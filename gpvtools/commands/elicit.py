@@ -6,12 +6,13 @@ import io
 import click
 
 from ..method import elicitation, values
+from ..runtimes.chat import CHAT_MODELS, build_chat_model
+from ..runtimes.models import BUILTIN
 from ..streaming.errors import BadRecord, GpvError, UsageError
 from ..streaming.jsonl import dumps, require_text
 from ..streaming.pool import PooledStage
-from ..runtimes.models import BUILTIN
-from ..streaming.stage import CONTEXT_SETTINGS, DOC_ID_FIELD, derive, note, plural, run_command, stream_options
-from .parse import build_model, chat_options
+from ..streaming.stage import DOC_ID_FIELD, derive, note, plural, run_command
+from .common import CONTEXT_SETTINGS, Command, chat_options, from_command_line, stream_options
 
 COMMAND = "gpv-elicit"
 
@@ -25,13 +26,6 @@ def _read_answer(reply):
         return elicitation.read_answer(reply)
     except BadRecord as e:
         raise EmptyAnswer(e.message) from None
-
-
-def model_settings(o, **overrides):
-    """The settings gpv-parse's build_model takes, from this command's options."""
-    keys = ("cache", "no_cache", "api_key", "timeout", "retries", "backoff", "n_ctx", "threads", "n_gpu_layers",
-            "repeat_penalty")
-    return {**{k: o[k] for k in keys}, **overrides}
 
 
 def warner(command, quiet):
@@ -118,7 +112,7 @@ def main():
     """
 
 
-@main.command(name="questions", context_settings=CONTEXT_SETTINGS)
+@main.command(name="questions", cls=Command, context_settings=CONTEXT_SETTINGS)
 @click.option("--values", "values_spec", metavar="SPEC", envvar="GPV_VALUES",
               help="The values to write questions for: a system (schwartz, vsm, lvi, nfcc, all), a comma list, "
                    "or @FILE, as in gpv-score. Without it, INPUT's records name the values (--value-field).")
@@ -131,20 +125,17 @@ def main():
 @click.option("-m", "--model", default=BUILTIN, show_default=True, envvar="GPV_ELICIT_MODEL", metavar="MODEL",
               help="builtin (SmolLM2-135M, offline), a .gguf file, or a model name on the --base-url server "
                    "(the paper used GPT-4o).")
-@click.option("-b", "--backend", type=click.Choice(("auto", "openai", "llama-cpp")), default="auto",
+@click.option("-b", "--backend", type=click.Choice(("auto", *CHAT_MODELS)), default="auto",
               show_default=True, help="auto: openai when --base-url is given, else llama-cpp.")
 @click.option("--base-url", envvar="OPENAI_BASE_URL", metavar="URL",
               help="openai: the server's /v1 URL (OpenAI, vLLM, llama.cpp server, Ollama).")
 @click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True)
 @click.option("--max-tokens", type=click.IntRange(min=16), default=1024, show_default=True,
               help="Longest reply, in tokens.")
-@click.option("--repeat-penalty", type=click.FloatRange(min=1.0), default=1.2, show_default=True,
-              help="llama-cpp: penalty on repeated tokens (small models loop without it).")
 @chat_options("inputs")
 @stream_options
-def questions(stream, values_spec, value_field, id_field, n, model, backend, base_url, temperature, max_tokens,
-              repeat_penalty, cache, no_cache, api_key, concurrency, timeout, retries, backoff, seed, n_ctx, threads,
-              n_gpu_layers):
+def questions(stream, chat, values_spec, value_field, id_field, n, model, backend, base_url, temperature,
+              max_tokens):
     """Write value-eliciting questions for each value with an LLM (Prompt 3).
 
     For each value (from --values, or one a record of INPUT) the model is given the paper's Prompt 3
@@ -165,9 +156,7 @@ def questions(stream, values_spec, value_field, id_field, n, model, backend, bas
     copies of the prompt's examples) are dropped and counted; a value left with none is an error
     (--on-error). Replies are cached like gpv-parse's.
     """
-    o = dict(locals())
-    source = click.get_current_context().get_parameter_source("base_url")
-    o["url_on_command_line"] = source == click.core.ParameterSource.COMMANDLINE
+    settings = chat.settings(model, backend, base_url, from_command_line("base_url"))
 
     def build():
         value_list = None
@@ -175,11 +164,10 @@ def questions(stream, values_spec, value_field, id_field, n, model, backend, bas
             if stream.input != "-":
                 raise UsageError("give the values either with --values or as INPUT, not both")
             value_list = values.resolve(values_spec, warner(QuestionsStage.command, stream.quiet))
-        chat = build_model(model_settings(o, backend=backend, model=model, base_url=base_url,
-                                          url_on_command_line=o["url_on_command_line"]),
-                           warner(QuestionsStage.command, stream.quiet))
-        params = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
-        return QuestionsStage(chat, n, value_field, id_field, value_list, chat.concurrency or concurrency, params)
+        generator = build_chat_model(settings, warner(QuestionsStage.command, stream.quiet))
+        params = {"temperature": temperature, "max_tokens": max_tokens, "seed": chat.seed}
+        return QuestionsStage(generator, n, value_field, id_field, value_list,
+                              generator.concurrency or chat.concurrency, params)
 
     run_command(QuestionsStage.command, build, stream)
 
@@ -258,14 +246,14 @@ class AskStage(PooledStage):
         return lines
 
 
-def build_subject(name, target, model_name, o, warn):
+def build_subject(name, target, model_name, chat, warn):
+    """Subject NAME: TARGET is a server URL (with MODEL_NAME, or its only model) or a GGUF (or builtin)."""
     if target.lower().startswith(("http://", "https://")):
-        settings = model_settings(o, backend="openai", model=model_name or BUILTIN, base_url=target,
-                                  url_on_command_line=True)
+        settings = chat.settings(model_name or BUILTIN, "openai", target, explicit=True)
     else:
-        settings = model_settings(o, backend="llama-cpp", model=target, base_url=None, url_on_command_line=False)
+        settings = chat.settings(target, "llama-cpp", None, explicit=False)
     try:
-        model = build_model(settings, warn)
+        model = build_chat_model(settings, warn)
     except UsageError as e:
         raise UsageError(f"subject '{name}': {e}") from None
     except GpvError as e:
@@ -276,7 +264,7 @@ def build_subject(name, target, model_name, o, warn):
     return Subject(name, model)
 
 
-@main.command(name="ask", context_settings=CONTEXT_SETTINGS)
+@main.command(name="ask", cls=Command, context_settings=CONTEXT_SETTINGS)
 @click.option("-s", "--subject", "subject_specs", multiple=True, required=True, metavar="NAME=TARGET",
               help="A model under test, repeatable: TARGET is builtin, a .gguf file (in-process), or an "
                    "OpenAI-compatible server's /v1 URL, optionally URL@MODEL.")
@@ -292,13 +280,9 @@ def build_subject(name, target, model_name, o, warn):
               help="0 is greedy decoding, as in the paper.")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=512, show_default=True,
               help="Longest answer, in tokens.")
-@click.option("--repeat-penalty", type=click.FloatRange(min=1.0), default=1.0, show_default=True,
-              help="llama-cpp: penalty on repeated tokens (1: plain greedy decoding).")
-@chat_options("inputs")
+@chat_options("inputs", repeat_penalty=1.0, repeat_help="penalty on repeated tokens (1: plain greedy decoding).")
 @stream_options
-def ask(stream, subject_specs, question_field, id_field, subject_field, system, temperature, max_tokens,
-        repeat_penalty, cache, no_cache, api_key, concurrency, timeout, retries, backoff, seed, n_ctx, threads,
-        n_gpu_layers):
+def ask(stream, chat, subject_specs, question_field, id_field, subject_field, system, temperature, max_tokens):
     """Ask each model under test every question; one record per answer, ready for gpv-parse.
 
     Reads questions (gpv-elicit questions' records, or any JSONL with a --question-field) and asks each
@@ -315,11 +299,11 @@ def ask(stream, subject_specs, question_field, id_field, subject_field, system, 
 
     An empty answer gives no record and is counted on stderr, per subject (it is not cached, so a
     rerun asks again). Answers that begin like a refusal are counted too, and pass on as they are:
-    whether they hold a value is the parser's call (gpv-parse --prompt ai asks for none). A subject's request that fails after the retries is
-    an error for its question (--on-error); a server that cannot be reached stops the run, naming the
-    subject (what was written is complete: rerun with --resume). Answers are cached like gpv-parse's.
+    whether they hold a value is the parser's call (gpv-parse --prompt ai asks for none). A subject's
+    request that fails after the retries is an error for its question (--on-error); a server that
+    cannot be reached stops the run, naming the subject (what was written is complete: rerun with
+    --resume). Answers are cached like gpv-parse's.
     """
-    o = dict(locals())
 
     def build():
         try:
@@ -331,11 +315,11 @@ def ask(stream, subject_specs, question_field, id_field, subject_field, system, 
         if repeated:
             raise UsageError(f"--subject {repeated[0]} is given more than once")
         warn = warner(AskStage.command, stream.quiet)
-        subjects = [build_subject(*spec, o, warn) for spec in specs]
+        subjects = [build_subject(*spec, chat, warn) for spec in specs]
         local = all(s.model.concurrency == 1 for s in subjects)
-        params = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
+        params = {"temperature": temperature, "max_tokens": max_tokens, "seed": chat.seed}
         return AskStage(subjects, question_field, id_field, subject_field, system,
-                        1 if local else concurrency, params)
+                        1 if local else chat.concurrency, params)
 
     run_command(AskStage.command, build, stream)
 

@@ -20,12 +20,34 @@ COMMON_SECTIONS = {
         "failed; 2 for a usage error; 130 or 143 when interrupted by SIGINT or SIGTERM (what was written "
         "is complete: rerun with --resume); 141 when the reader of stdout went away."
     ),
-    "ENVIRONMENT": (
-        "GPV_ON_ERROR, GPV_SHARD, GPV_MAX_LINE_BYTES: defaults for the options of the same name. "
-        "GPV_DEBUG=1: tracebacks, as -v. SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_MIN, SLURM_ARRAY_TASK_COUNT: "
-        "the default --shard inside a SLURM array job."
-    ),
+    "ENVIRONMENT": lambda cmd: environment(cmd),
 }
+# Read by the runtimes rather than by an option: named on the pages of the commands that use them.
+CACHE_VARIABLES = (
+    "GPV_CACHE_DIR: the cache directory (replies, float32 model copies), else "
+    "$XDG_CACHE_HOME/gpvtools, else ~/.cache/gpvtools."
+)
+
+
+def environment(cmd):
+    """The ENVIRONMENT section, from the command's own options: every variable that sets one, and the
+    variables its runtimes read."""
+    commands = list(cmd.commands.values()) if isinstance(cmd, click.Group) else [cmd]
+    options = {}
+    for c in [cmd, *commands]:
+        for param in c.params:
+            if isinstance(param, click.Option) and param.envvar and param.name != "verbose":
+                envvars = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar)
+                for var in envvars:
+                    options.setdefault(var, max(param.opts, key=len))
+    parts = [f"{var}: the default of {option}." for var, option in options.items()]
+    parts.append("GPV_DEBUG=1: tracebacks, as -v.")
+    if any(p.name == "shard" for c in [cmd, *commands] for p in c.params):
+        parts.append("SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_MIN, SLURM_ARRAY_TASK_COUNT: the default --shard "
+                     "inside a SLURM array job.")
+    if cmd.name in ("gpv-parse", "gpv-elicit", "gpv-score"):
+        parts.append(CACHE_VARIABLES)
+    return " ".join(parts)
 
 
 def command(name):
@@ -98,7 +120,9 @@ def render(cmd):
     for title, body in COMMON_SECTIONS.items():
         sections.setdefault(title, body)
     for title, body in sections.items():
-        lines += [f".SH {title}", *_paragraphs(body() if callable(body) else body)]
+        if callable(body):
+            body = body(cmd) if title in COMMON_SECTIONS and body is COMMON_SECTIONS[title] else body()
+        lines += [f".SH {title}", *_paragraphs(body)]
     others = [f"{command(n).name}(1)" for n in COMMANDS if command(n).name != name]
     if others:
         lines += [".SH SEE ALSO", _escape(", ".join(others))]
@@ -114,4 +138,6 @@ def write_all(directory):
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 2 or (len(sys.argv) == 2 and sys.argv[1].startswith("-")):
+        sys.exit("usage: python -m gpvtools.commands.manpages [DIRECTORY]  (default: man)")
     write_all(sys.argv[1] if len(sys.argv) > 1 else "man")

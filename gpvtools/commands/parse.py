@@ -6,34 +6,14 @@ from pathlib import Path
 import click
 
 from ..method import parsing
+from ..runtimes.chat import CHAT_MODELS, build_chat_model, pick_chat_backend
+from ..runtimes.models import BUILTIN
 from ..streaming.errors import BadRecord, UsageError
-from ..runtimes.cache import ResponseCache, default_dir
-from ..runtimes.chat import Stats
 from ..streaming.pool import PooledStage
-from ..runtimes.models import BUILTIN, builtin_gguf
-from ..streaming.stage import (
-    CONTEXT_SETTINGS,
-    DOC_ID_FIELD,
-    derive,
-    note,
-    plural,
-    run_command,
-    stream_options,
-    text_options,
-)
+from ..streaming.stage import DOC_ID_FIELD, derive, note, plural, run_command
+from .common import CONTEXT_SETTINGS, Command, chat_options, from_command_line, stream_options, text_options
 
-BACKENDS = ("openai", "llama-cpp", "sentences")
-
-
-def pick_backend(backend, model, base_url, url_on_command_line):
-    """auto: a .gguf or builtin model runs in-process unless a server URL was given on the command line."""
-    if backend != "auto":
-        return backend
-    if url_on_command_line:
-        return "openai"
-    if model == BUILTIN or Path(model).suffix.lower() == ".gguf":
-        return "llama-cpp"
-    return "openai" if base_url else "llama-cpp"
+BACKENDS = (*CHAT_MODELS, "sentences")
 
 
 class ParseStage(PooledStage):
@@ -121,62 +101,7 @@ class ParseStage(PooledStage):
         return lines
 
 
-def build_model(o, warn):
-    backend = pick_backend(o["backend"], o["model"], o["base_url"], o["url_on_command_line"])
-    if backend == "sentences":
-        return None
-    cache = None if o["no_cache"] else ResponseCache(Path(o["cache"]) if o["cache"] else default_dir() / "chat")
-    stats = Stats()
-    if backend == "openai":
-        from ..runtimes.chat import OpenAIChat
-
-        return OpenAIChat(o["base_url"], o["api_key"], None if o["model"] == BUILTIN else o["model"],
-                          timeout=o["timeout"], retries=o["retries"], backoff=o["backoff"], cache=cache, stats=stats, warn=warn)
-    from ..runtimes.chat import LlamaChat
-
-    model = builtin_gguf() if o["model"] == BUILTIN else o["model"]
-    if not Path(model).exists():
-        raise UsageError(f"model {model} does not exist")
-    return LlamaChat(model, n_ctx=o["n_ctx"], n_threads=o["threads"], n_gpu_layers=o["n_gpu_layers"],
-                     repeat_penalty=o["repeat_penalty"], cache=cache, stats=stats)
-
-
-def chat_options(inputs):
-    """The options of a stage that asks a chat model (gpv-parse, gpv-elicit): cache, key, concurrency,
-    retries, local model settings. INPUTS names what -j keeps in flight."""
-    options = [
-        click.option("--cache", metavar="DIR", envvar="GPV_PARSE_CACHE",
-                     help="Response cache directory  [default: $GPV_CACHE_DIR, $XDG_CACHE_HOME/gpvtools or "
-                          "~/.cache/gpvtools, then /chat]"),
-        click.option("--no-cache", is_flag=True, help="Neither read nor write the response cache."),
-        click.option("--api-key", envvar="OPENAI_API_KEY", metavar="KEY", show_envvar=True,
-                     help="openai: API key (a local server needs none)."),
-        click.option("-j", "--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
-                     help=f"openai: {inputs} in flight at once (output stays in input order)."),
-        click.option("--timeout", type=click.FloatRange(min=0.1), default=120.0, show_default=True,
-                     help="openai: seconds per request."),
-        click.option("--retries", type=click.IntRange(min=0), default=6, show_default=True,
-                     help="openai: retries on timeouts, connection failures, malformed answers, 429 and 5xx, "
-                          "with exponential backoff and jitter (a Retry-After header is obeyed)."),
-        click.option("--backoff", type=click.FloatRange(min=0), default=1.0, show_default=True, metavar="SECONDS",
-                     help="openai: the first retry's wait; each further retry doubles it (at most 60 s)."),
-        click.option("--seed", type=int, help="Sampling seed, for servers that take one."),
-        click.option("--n-ctx", type=click.IntRange(min=256), default=4096, show_default=True,
-                     help="llama-cpp: context length."),
-        click.option("--threads", type=click.IntRange(min=1), help="llama-cpp: CPU threads  [default: half the cores]"),
-        click.option("--n-gpu-layers", type=int, default=0, show_default=True,
-                     help="llama-cpp: layers offloaded to a GPU when the build has one (-1: all)."),
-    ]
-
-    def decorate(f):
-        for option in reversed(options):
-            f = option(f)
-        return f
-
-    return decorate
-
-
-@click.command(name="gpv-parse", context_settings=CONTEXT_SETTINGS)
+@click.command(name="gpv-parse", cls=Command, context_settings=CONTEXT_SETTINGS)
 @text_options()
 @click.option("-m", "--model", default=BUILTIN, show_default=True, envvar="GPV_PARSE_MODEL", metavar="MODEL",
               help="builtin (SmolLM2-135M, offline), a .gguf file, or a model name on the --base-url server.")
@@ -201,13 +126,9 @@ def chat_options(inputs):
 @click.option("--base-url", envvar="OPENAI_BASE_URL", metavar="URL",
               help="openai: the server's /v1 URL (OpenAI, vLLM, llama.cpp server, Ollama).")
 @chat_options("chunks")
-@click.option("--repeat-penalty", type=click.FloatRange(min=1.0), default=1.2, show_default=True,
-              help="llama-cpp: penalty on repeated tokens (small models loop without it).")
 @stream_options
-def main(stream, text_field, id_field, model, backend, subject, subject_field, prompt_file, preset, question_field,
-         max_perceptions,
-         temperature, max_tokens, seed, cache, no_cache, base_url, api_key, concurrency, timeout, retries, backoff, n_ctx,
-         threads, n_gpu_layers, repeat_penalty):
+def main(stream, chat, text_field, id_field, model, backend, subject, subject_field, prompt_file, preset,
+         question_field, max_perceptions, temperature, max_tokens, base_url):
     """Parse each chunk into perceptions with an LLM.
 
     Reads chunks (gpv-chunk's records, or any records with a text field) and writes one record per
@@ -233,10 +154,7 @@ def main(stream, text_field, id_field, model, backend, subject, subject_field, p
     Replies are cached on disk, keyed by model, prompt and parameters, so re-runs and --resume never
     send a chunk twice.
     """
-    opts = dict(locals())
-    del opts["stream"]
-    source = click.get_current_context().get_parameter_source("base_url")
-    opts["url_on_command_line"] = source == click.core.ParameterSource.COMMANDLINE
+    settings = chat.settings(model, backend, base_url, from_command_line("base_url"))
 
     def build():
         if subject and subject_field:
@@ -245,11 +163,11 @@ def main(stream, text_field, id_field, model, backend, subject, subject_field, p
             raise UsageError("--prompt and --prompt-file exclude each other")
         template = Path(prompt_file).read_text(encoding="utf-8") if prompt_file else None
         warn = None if stream.quiet else (lambda message: note("gpv-parse", f"note: {message}"))
-        chat = build_model(opts, warn)
-        jobs = (chat.concurrency or concurrency) if chat is not None else 1
+        model = None if pick_chat_backend(settings) == "sentences" else build_chat_model(settings, warn)
+        jobs = (model.concurrency or chat.concurrency) if model is not None else 1
         params = {"schema": parsing.schema(max_perceptions, 400), "temperature": temperature,
-                  "max_tokens": max_tokens, "seed": seed}
-        return ParseStage(chat, text_field, id_field, subject, subject_field, template, jobs, params, stream.quiet,
+                  "max_tokens": max_tokens, "seed": chat.seed}
+        return ParseStage(model, text_field, id_field, subject, subject_field, template, jobs, params, stream.quiet,
                           preset, question_field)
 
     run_command("gpv-parse", build, stream)

@@ -1,81 +1,19 @@
 """gpv-score: perception-level value measurement (paper §3.2, App. A)."""
 
 import sys
-from pathlib import Path
 
 import click
 
 from ..method import values as values_mod
+from ..method.scoring.backends import (SCORERS, LlamaCppSettings, OpenAISettings, ScorerSettings,
+                                       TransformersSettings, build_scorer)
+from ..runtimes.models import BUILTIN
+from ..runtimes.server import ServerSettings
 from ..streaming.errors import BadRecord, UsageError
-from ..runtimes.models import BUILTIN, builtin_scorer_files
-from ..method.scoring import BACKENDS
-from ..streaming.stage import CONTEXT_SETTINGS, Stage, derive, note, run_command, stream_options, text_options
+from ..streaming.stage import Stage, derive, note, run_command
+from .common import CONTEXT_SETTINGS, Command, from_command_line, stream_options, text_options
 
 RESULT_FIELD = "values"
-
-
-def pick_backend(backend, model, base_url, url_on_command_line=False):
-    """auto: a local file decides by its kind; else a server URL means openai; else transformers.
-
-    OPENAI_BASE_URL alone (often set for other tools) does not turn the built-in model into a remote one.
-    """
-    if backend != "auto":
-        return backend
-    suffix = Path(model).suffix.lower()
-    if suffix in (".dic", ".json"):
-        return "dictionary"
-    if suffix == ".gguf":
-        return "llama-cpp"
-    if base_url and (url_on_command_line or (model != BUILTIN and not Path(model).exists())):
-        return "openai"
-    return "llama-cpp" if model == BUILTIN else "transformers"
-
-
-def build_scorer(o):
-    """A scorer from the command's options (a dict)."""
-    backend = pick_backend(o["backend"], o["model"], o["base_url"], o["url_on_command_line"])
-    model = o["model"]
-    precision = o.get("precision", "auto")
-    if precision != "auto" and backend != "llama-cpp":
-        raise UsageError(f"--precision is for the llama-cpp backend, not {backend}")
-    if backend == "dictionary":
-        from ..method.scoring.dictionary import DictionaryScorer
-
-        if model == BUILTIN:
-            raise UsageError("backend 'dictionary' needs a lexicon: --model FILE.json or FILE.dic")
-        if not Path(model).exists():
-            raise UsageError(f"model {model} does not exist")
-        return DictionaryScorer(model)
-    if backend == "openai":
-        from ..method.scoring.remote import from_env
-
-        return from_env(o["base_url"], o["api_key"], None if model == BUILTIN else model,
-                        top_logprobs=o["top_logprobs"], concurrency=o["concurrency"], timeout=o["timeout"],
-                        max_retries=o["retries"])
-    adapter = o["adapter"]
-    name = None
-    if model == BUILTIN:
-        files = builtin_scorer_files()
-        name = BUILTIN
-        model = files["gguf"]
-        adapter = adapter or (files["lora"] if backend == "llama-cpp" else files["adapter"])
-    if backend == "llama-cpp":
-        from ..runtimes.llama import dequantized
-        from ..method.scoring.llama import LlamaCppScorer
-
-        if not Path(model).exists():
-            raise UsageError(f"model {model} does not exist")
-        if precision == "f32" or (precision == "auto" and name == BUILTIN):
-            name = name or Path(model).name
-            model = dequantized(model)
-        return LlamaCppScorer(model, name=name, n_ctx=o["n_ctx"], n_threads=o["threads"],
-                              n_gpu_layers=o["n_gpu_layers"], lora_path=adapter,
-                              reuse_cache=not o["no_prefix_cache"])
-    from ..method.scoring.hf import TransformersScorer
-
-    return TransformersScorer(model, name=name, device=o["device"], dtype=o["dtype"],
-                              load_in_4bit=o["load_in_4bit"], load_in_8bit=o["load_in_8bit"], adapter=adapter,
-                              batch_size=o["batch_size"], progress=o.get("progress", False))
 
 
 class ScoreStage(Stage):
@@ -150,7 +88,7 @@ def _list_values(ctx, param, value):
         ctx.exit(0)
 
 
-@click.command(name="gpv-score", context_settings=CONTEXT_SETTINGS)
+@click.command(name="gpv-score", cls=Command, context_settings=CONTEXT_SETTINGS)
 @text_options("perception")
 @click.option("--values", "values_spec", metavar="SPEC", envvar="GPV_VALUES",
               help="Value system (schwartz, vsm, lvi, nfcc, all), a comma list of values, or @FILE with one "
@@ -162,7 +100,7 @@ def _list_values(ctx, param, value):
 @click.option("-m", "--model", default=BUILTIN, show_default=True, envvar="GPV_MODEL", metavar="MODEL",
               help="builtin, a .gguf file, a Hugging Face model directory or hub id (hf://org/name), a model "
                    "name on the --base-url server, or a lexicon (.json, .dic) for the dictionary backend.")
-@click.option("-b", "--backend", type=click.Choice(("auto",) + BACKENDS), default="auto", show_default=True,
+@click.option("-b", "--backend", type=click.Choice(("auto", *SCORERS)), default="auto", show_default=True,
               envvar="GPV_BACKEND", help="auto: picked from --model (.gguf/builtin: llama-cpp; .json/.dic: "
                                           "dictionary; --base-url: openai; else transformers).")
 @click.option("--adapter", metavar="PATH", help="LoRA adapter: a peft directory (transformers) or a GGUF "
@@ -185,8 +123,8 @@ def _list_values(ctx, param, value):
 @click.option("--precision", type=click.Choice(["auto", "native", "f32"]), default="auto", show_default=True,
               help="llama-cpp: native computes with the GGUF's quantized kernels (which quantize activations "
                    "to 8 bits); f32 computes on a float32 copy of the same weights, made once in the cache "
-                   "(4-8x the file's size), as transformers does: the two backends then agree. auto: f32 for "
-                   "the built-in model, native for a --model.")
+                   "(32 bits for each 4 to 8 of the file's, so 4-8x its size), as transformers does: the two "
+                   "backends then agree. auto: f32 for the built-in model, native for a --model.")
 @click.option("--no-prefix-cache", is_flag=True,
               help="llama-cpp: evaluate every prompt from scratch (slower; for checking that reuse changes "
                    "nothing).")
@@ -201,11 +139,14 @@ def _list_values(ctx, param, value):
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
               help="openai: seconds per request.")
 @click.option("--retries", type=click.IntRange(min=0), default=5, show_default=True,
-              help="openai: retries on connection errors, 429 and 5xx, with exponential backoff.")
+              help="openai: retries on timeouts, connection failures, malformed answers, 429 and 5xx, with "
+                   "exponential backoff and jitter (a Retry-After header is obeyed).")
+@click.option("--backoff", type=click.FloatRange(min=0), default=1.0, show_default=True, metavar="SECONDS",
+              help="openai: the first retry's wait; each further retry doubles it (at most 60 s).")
 @stream_options
-def main(stream, text_field, id_field, values_spec, values_field, model, backend, adapter, valence_mode, batch_size, device, dtype, load_in_4bit,
-         load_in_8bit, n_ctx, threads, n_gpu_layers, precision, no_prefix_cache, base_url, api_key, top_logprobs,
-         concurrency, timeout, retries):
+def main(stream, text_field, id_field, values_spec, values_field, model, backend, adapter, valence_mode, batch_size,
+         device, dtype, load_in_4bit, load_in_8bit, n_ctx, threads, n_gpu_layers, precision, no_prefix_cache,
+         base_url, api_key, top_logprobs, concurrency, timeout, retries, backoff):
     """Measure the values in each record's text: relevance, valence and score per value.
 
     Reads perception records (the text in --text-field, default perception; any text record will do)
@@ -221,17 +162,19 @@ def main(stream, text_field, id_field, values_spec, values_field, model, backend
     and "scorer" (BACKEND:MODEL). The dictionary backend writes count, words and score = count/words
     instead. Without --model the built-in model scores offline on the CPU.
     """
-    opts = dict(locals())
-    del opts["stream"]
-    source = click.get_current_context().get_parameter_source("base_url")
-    opts["url_on_command_line"] = source == click.core.ParameterSource.COMMANDLINE
-    # a library's own loading bars (transformers dequantizing a GGUF) only where ours would show
-    opts["progress"] = sys.stderr.isatty() and not stream.quiet
+    server = ServerSettings(base_url=base_url, api_key=api_key, timeout=timeout, retries=retries, backoff=backoff,
+                            explicit=from_command_line("base_url"))
+    settings = ScorerSettings(
+        model=model, backend=backend, adapter=adapter, batch_size=batch_size,
+        llama_cpp=LlamaCppSettings(n_ctx=n_ctx, threads=threads, n_gpu_layers=n_gpu_layers, precision=precision,
+                                   prefix_cache=not no_prefix_cache),
+        transformers=TransformersSettings(device=device, dtype=dtype, load_in_4bit=load_in_4bit,
+                                          load_in_8bit=load_in_8bit,
+                                          progress=sys.stderr.isatty() and not stream.quiet),
+        openai=OpenAISettings(server=server, top_logprobs=top_logprobs, concurrency=concurrency))
 
     def build():
-        if load_in_4bit and load_in_8bit:
-            raise UsageError("--load-in-4bit and --load-in-8bit exclude each other")
-        scorer = build_scorer(opts)
+        scorer = build_scorer(settings)
         scorer.valence_all = valence_mode == "all"
         warn = None if stream.quiet else (lambda message: note("gpv-score", f"note: {message}"))
         if scorer.backend == "dictionary":
@@ -316,7 +259,8 @@ main.man_sections = {
         "With a quantized GGUF, llama.cpp multiplies the quantized weights by activations it quantizes to 8 "
         "bits, while transformers dequantizes the same file to float32; on a pair whose p_rel lies near 0.5 "
         "the two can decide relevance differently. --precision f32 has llama.cpp dequantize the weights once "
-        "into a float32 copy (kept in $GPV_CACHE_DIR/models, 4-8 times the file's size) and compute on it, so "
+        "into a float32 copy (kept in $GPV_CACHE_DIR/models, 4-8 times the file's size, since each weight of "
+        "4 to 8 bits becomes 32) and compute on it, so "
         "both backends give the same numbers up to rounding. It is the default (auto) for the built-in model, "
         "whose copy is 515 MiB; a --model keeps its own kernels (native) unless asked."
     ),

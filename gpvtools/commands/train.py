@@ -9,9 +9,11 @@ import click
 import orjson
 
 from ..method import values as values_mod
-from ..streaming.errors import GpvError, UsageError
+from ..streaming.atomic import write_atomic
+from ..streaming.errors import GpvError, MissingDependency, UsageError
 from ..runtimes.models import BUILTIN, builtin_gguf
-from ..streaming.stage import CONTEXT_SETTINGS, guarded, note
+from ..streaming.stage import guarded, note
+from .common import CONTEXT_SETTINGS
 from ..method.training import data as data_mod
 from ..method.training.trainer import (DEFAULT_TARGETS, TrainConfig, config_dict, evaluate, evaluate_judged, prepare,
                                 train)
@@ -63,7 +65,7 @@ def run(o):
     data_mod.write_jsonl(out / "heldout.jsonl", test_examples)
     if dev:
         data_mod.write_judged(out / "dev.jsonl", dev)
-    (out / "split.json").write_bytes(orjson.dumps(
+    write_atomic(out / "split.json", orjson.dumps(
         {"heldout_values": holdout, "seed": o["seed"], "train_examples": len(train_examples),
          "heldout_examples": len(test_examples), "dev_texts": len(dev),
          "dev_rule": f"Touché argument ids whose sha256's first 8 hex digits are 0 mod {data_mod.TOUCHE_DEV_SHARE}",
@@ -76,15 +78,18 @@ def run(o):
     from ..method.scoring.hf import TransformersScorer, load_model
 
     if o["threads"]:
-        import torch
-
+        try:
+            import torch
+        except ImportError:
+            raise MissingDependency("gpv-train", "torch", "cuda") from None
         torch.set_num_threads(o["threads"])
 
     base = builtin_gguf() if o["base"] == BUILTIN else o["base"]
     model, tokenizer, base_name = load_model(base, o["device"], "float32" if o["device"] != "cuda" else "auto",
                                              load_in_4bit=o["load_in_4bit"])
     cfg = TrainConfig(epochs=o["epochs"], batch_size=o["batch_size"], accumulation=o["accumulation"],
-                      learning_rate=o["lr"], lora_r=o["lora_r"], lora_alpha=o["lora_alpha"], lora_layers=o["lora_layers"],
+                      learning_rate=o["lr"], lora_r=o["lora_r"], lora_alpha=o["lora_alpha"],
+                      lora_layers=o["lora_layers"],
                       targets=tuple(o["targets"].split(",")), full=o["full"], seed=o["seed"], bf16=not o["no_bf16"],
                       save_every=o["save_every"], max_steps=o["max_steps"], pack=not o["no_pack"],
                       balance=not o["no_balance"], judged_epochs=o["judged_epochs"])
@@ -123,7 +128,7 @@ def run(o):
         if test_examples:
             report["heldout"]["llama-cpp"] = evaluate(lcpp, test_examples)
         lcpp.close()
-    (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    write_atomic(out / "report.json", orjson.dumps(report, option=orjson.OPT_INDENT_2))
     sys.stdout.buffer.write(orjson.dumps(report) + b"\n")
     return 0
 
@@ -229,6 +234,12 @@ def builtin_scorer_text():
 
 main.man_sections = {
     "THE BUILT-IN SCORER": lambda: builtin_scorer_text(),
+    "EXIT STATUS": (
+        "0 when training finished and its report was written; 1 when the data are unusable (the file, line "
+        "and field are named) or the run failed; 2 for a usage error; 130 or 143 when interrupted by SIGINT "
+        "or SIGTERM (the last checkpoint is whole: rerun with --resume); 141 when the reader of stdout went "
+        "away."
+    ),
 }
 
 

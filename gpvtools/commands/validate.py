@@ -7,8 +7,10 @@ import click
 import orjson
 
 from ..method.aggregation import group_identity, key_string, sort_key
+from ..streaming.atomic import write_atomic
 from ..streaming.errors import BadRecord, GpvError, UsageError
-from ..streaming.stage import CONTEXT_SETTINGS, guarded, note, plural
+from ..streaming.stage import guarded, note, plural
+from .common import CONTEXT_SETTINGS
 from .table import format_table
 
 COMMAND = "gpv-validate"
@@ -33,11 +35,7 @@ def write_report(report, output):
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return
-    try:
-        with open(output, "wb") as f:
-            f.write(data)
-    except OSError as e:
-        raise GpvError(f"cannot write {output}: {e.strerror}") from None
+    write_atomic(output, data)  # a failed run leaves an earlier report whole
 
 
 def report_options(plot):
@@ -133,10 +131,10 @@ def stability(input, by, values_spec, min_evidence, table, plot_path, output, qu
     """
 
     def work():
-        import numpy as np
-
         from ..method.validation import records as rec
         from ..method.validation import stability as st
+
+        import numpy as np  # after the check's module, which names the extra when numpy is missing
 
         wanted = rec.parse_values(values_spec)
         reader = rec.Records(input)
@@ -203,10 +201,10 @@ def construct(input, values_spec, seed, permutations, table, plot_path, output, 
     """
 
     def work():
-        import numpy as np
-
         from ..method.validation import construct as cv
         from ..method.validation import records as rec
+
+        import numpy as np  # after the check's module, which names the extra when numpy is missing
 
         wanted = rec.parse_values(values_spec)
         reader = rec.Records(input)
@@ -311,10 +309,10 @@ def concurrent(input_a, input_b, on, values_a, values_b, spearman, table, plot_p
     """
 
     def work():
-        import numpy as np
-
         from ..method.validation import concurrent as cc
         from ..method.validation import records as rec
+
+        import numpy as np  # after the check's module, which names the extra when numpy is missing
 
         rows_a, names_a, _, reader_a = _read_measure(input_a, on, rec.parse_values(values_a))
         rows_b, names_b, _, reader_b = _read_measure(input_b, on, rec.parse_values(values_b))
@@ -377,10 +375,10 @@ def predictive(input, field, groups_spec, test, values_spec, table, plot_path, o
     """
 
     def work():
-        import numpy as np
-
         from ..method.validation import predictive as pv
         from ..method.validation import records as rec
+
+        import numpy as np  # after the check's module, which names the extra when numpy is missing
 
         wanted = rec.parse_values(values_spec)
         reader = rec.Records(input)
@@ -486,13 +484,114 @@ def accuracy(input, value_field, task_field, label_field, table, output, quiet, 
     run("accuracy", verbose, work)
 
 
+# --- probe ------------------------------------------------------------------------------------------
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("input", default="-", metavar="[INPUT]")
+@click.option("--labels", "labels_path", required=True, metavar="FILE",
+              help="Scores to predict, one per subject: CSV/TSV with a header, or JSONL.")
+@click.option("--label-field", default="score", show_default=True, metavar="FIELD",
+              help="Column or field of FILE holding the score.")
+@click.option("--subject-field", default="subject", show_default=True, metavar="FIELD",
+              help="Field of INPUT naming the subject (what gpv-aggregate --by grouped on).")
+@click.option("--label-subject-field", metavar="FIELD",
+              help="Column or field of FILE naming the subject [default: --subject-field].")
+# The default is the library's ALL_COMBINATIONS, spelled out so that --help need not import numpy.
+@click.option("--systems", multiple=True, default=("all-combinations",), show_default=True, metavar="SPEC",
+              help="Value systems whose values are the features: a comma list of nfcc, vsm, schwartz, lvi "
+                   "(or all), one probe per option given; all-combinations: each of the 15 (paper Table 9).")
+@click.option("--splits", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Random stratified train/validation/test splits (paper: 30).")
+@click.option("--split", "split_sizes", metavar="TRAIN/VAL/TEST",
+              help="Subjects in each part [default: 4/17 of them each for validation and test, the rest for "
+                   "training; 9/4/4 for the paper's 17 LLMs].")
+@click.option("--bins", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Equal-count score bins that validation and test are drawn across (paper: 4).")
+@click.option("--epochs", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Full-batch Adam steps (paper: 1000).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
+              help="Adam learning rate (paper: 0.001).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds the splits and the initial weights; the report is the same for the same seed.")
+@click.option("--normalise", "normalisation", type=click.Choice(["minmax", "none"]), default="minmax",
+              show_default=True,
+              help="minmax: each value's scores over the subjects mapped to [-1, 1]; none: scores used as "
+                   "they are (already on [-1, 1]). Unmeasured values are 0 either way.")
+@report_options(None)
+def probe(input, labels_path, label_field, subject_field, label_subject_field, systems, splits, split_sizes,
+          bins, epochs, lr, seed, normalisation, table, output, quiet, verbose):
+    """Predict a score table from value profiles by linear probing (GPV paper §5.2, App. D.4).
+
+    INPUT is aggregated JSONL, one record per subject (gpv-aggregate --by subject); FILE gives each
+    subject a score (in the paper, the SALAD-Bench safety score of 17 LLMs). Every subject must have
+    both. For each combination of value systems, a linear layer without bias maps a subject's values
+    (normalised to [-1, 1], unmeasured as 0) to a scalar f; for two subjects a and b, [f(a), f(b)] are
+    the logits of which one scores higher, trained with cross-entropy on all pairs of training subjects
+    (9 subjects: 36 pairs) with full-batch Adam. Pairs with equal scores are left out.
+
+    Each of --splits random splits stratifies subjects into --bins equal-count score bins and draws
+    validation and then test subjects across them (9/4/4 of 17: one of each bin in each); the same
+    splits serve every combination. The weights after the epoch with the best validation pair accuracy
+    (ties: lower validation loss) are kept and scored on the pairs of test subjects.
+
+    The JSON report on stdout gives per combination the mean and sample sd of test accuracy over splits
+    (and each split's), the subjects and pairs, and the mean weight per value over splits (comparable
+    across values thanks to the normalisation); "best" is the combination with the highest mean
+    accuracy (chosen on test accuracy, as the paper's Table 5 does: an optimistic figure). Minmax uses
+    every subject's scores, not only the training ones (no label is involved). torch runs on one thread.
+    """
+    name = "probe"
+
+    def warn(message):
+        if not quiet:
+            note(f"{COMMAND} {name}", message)
+
+    def work():
+        from ..method.validation import probe as lib
+
+        combos = lib.parse_systems(systems)
+        lib._need_numpy()
+        if input == "-" and sys.stdin.isatty():
+            warn("reading aggregated JSONL from standard input (Ctrl-D ends it)")
+        profiles = lib.read_profiles(input, subject_field)
+        labels = lib.read_labels(labels_path, label_subject_field or subject_field, label_field)
+        report = lib.run_probe(profiles, labels, combos, splits, epochs, lr, seed, bins, split_sizes,
+                               normalisation, warn=warn)
+        report = {"check": name, "labels": str(labels_path), "label_field": label_field, **report}
+        write_report(report, output)
+        if table:
+            click.echo(_probe_table(report), err=True)
+        return 0
+
+    run(name, verbose, work)
+
+
+def _probe_table(report):
+    """The probe report for people: accuracy per combination, then the best combination's weights."""
+    rows = [{"systems": "+".join(r["systems"]), "values": r["values"],
+             "accuracy": f"{100 * r['accuracy']['mean']:.1f} ± {100 * r['accuracy']['sd']:.1f}",
+             "test pairs": r["pairs"]["test"], "best epoch": round(r["best_epoch"]["mean"])}
+            for r in report["results"]]
+    head = (f"linear probe: {report['subjects']} subjects, {report['splits']} splits "
+            f"({'/'.join(str(v) for v in report['split'].values())}, {report['bins']} score bins), "
+            f"{report['epochs']} epochs, lr {report['lr']:g}, seed {report['seed']}")
+    best = next(r for r in report["results"] if r["systems"] == report["best"]["systems"])
+    weights = sorted(best["weights"].items(), key=lambda kv: -kv[1])
+    tied = "; tied with " + ", ".join("+".join(t) for t in report["best"]["tied"]) if report["best"]["tied"] else ""
+    wrows = [{"value": v, "mean weight": f"{m:+.2f}", "sd": f"{best['weights_sd'][v]:.2f}"} for v, m in weights]
+    return "\n".join([head, "", format_table(rows, ["systems", "values", "accuracy (%)=accuracy", "test pairs",
+                                                     "best epoch"]),
+                      "", f"mean weights, {'+'.join(best['systems'])} (highest accuracy{tied}):",
+                      format_table(wrows, ["value", "mean weight", "sd"])])
+
+
 main.man_sections = {
     "EXIT STATUS": (
         "0 when the report was written; 1 for a bad input line (its number is named), an input the check "
         "cannot use (no record, one group instead of two, values never measured together) or a failure; 2 "
-        "for a usage error; 130 when interrupted."
+        "for a usage error; 130 or 143 when interrupted by SIGINT or SIGTERM (no report is written: a "
+        "report is all or nothing); 141 when the reader of stdout went away."
     ),
-    "ENVIRONMENT": "GPV_DEBUG=1: tracebacks, as -v.",
     "REPORTS": (
         "Every report is one JSON object with \"check\" naming the check. Matrices are objects of objects "
         "keyed by value names (rows, then columns); null stands for undefined (too few individuals, a "
@@ -511,11 +610,6 @@ main.man_sections = {
         "  | gpv-validate accuracy --table"
     ),
 }
-
-
-from ..method.validation.probe import probe  # the linear probe (paper §5.2), in its own module
-
-main.add_command(probe)
 
 
 if __name__ == "__main__":

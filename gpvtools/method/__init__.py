@@ -1,1 +1,2 @@
-"""The GPV method itself: chunking, parsing into perceptions, scoring, aggregation, validation, training, elicitation."""
+"""The GPV method itself: chunking, parsing into perceptions, scoring, aggregation, validation, training,
+elicitation."""

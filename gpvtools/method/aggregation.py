@@ -280,7 +280,8 @@ class Aggregator:
             return
         missing = [n for n in self.names if n not in names]
         extra = [n for n in names if n not in self.names_set]
-        parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"extra {', '.join(extra)}"] if extra else [])
+        parts = (([f"missing {', '.join(missing)}"] if missing else [])
+                 + ([f"extra {', '.join(extra)}"] if extra else []))
         raise BadRecord(f"its values differ from line {self.first_line}'s: {'; '.join(parts)} "
                         f"(--mixed-values union aggregates the union)", line, record)
 

@@ -7,7 +7,7 @@ import json
 import re
 
 from ..streaming.errors import BadRecord
-from .parsing import _excerpt, reply_list
+from .parsing import excerpt, reply_list
 
 # Paper App. D.1, Prompt 3 ("Generating value-eliciting questions"), word for word except that the
 # number of questions, 5 in the paper, is {n}. The user message is the value's name ("A user will
@@ -114,7 +114,7 @@ def read_questions(reply, value, n):
         seen.add(key)
         kept.append(q)
     if not kept:
-        raise BadRecord(f"no usable question in the model's reply: {_excerpt(reply)}")
+        raise BadRecord(f"no usable question in the model's reply: {excerpt(reply)}")
     return kept[:n], dropped + max(0, len(kept) - n)
 
 

@@ -198,12 +198,12 @@ def reply_list(reply, key):
         if found is None and isinstance(candidate, (dict, list)):
             found = candidate
     if found is None:
-        raise BadRecord(f"the model's reply is not JSON: {_excerpt(reply)}")
+        raise BadRecord(f"the model's reply is not JSON: {excerpt(reply)}")
     if not isinstance(found, dict) or key not in found:
-        raise BadRecord(f"the model's reply has no \"{key}\" list: {_excerpt(reply)}")
+        raise BadRecord(f"the model's reply has no \"{key}\" list: {excerpt(reply)}")
     items = found[key]
     if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
-        raise BadRecord(f"\"{key}\" in the model's reply is not a list of strings: {_excerpt(reply)}")
+        raise BadRecord(f"\"{key}\" in the model's reply is not a list of strings: {excerpt(reply)}")
     return found, items
 
 
@@ -238,7 +238,7 @@ def _is_echo(perception, example, source):
     return len(words & source) < 0.5 * len(words)
 
 
-def _excerpt(text, n=120):
+def excerpt(text, n=120):
     text = " ".join(text.split())
     return json.dumps(text if len(text) <= n else text[:n] + "…")
 

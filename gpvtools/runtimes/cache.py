@@ -10,6 +10,8 @@ from pathlib import Path
 
 import orjson
 
+from ..streaming.atomic import write_atomic
+
 
 def default_dir():
     """$GPV_CACHE_DIR, else $XDG_CACHE_HOME/gpvtools, else ~/.cache/gpvtools."""
@@ -48,17 +50,9 @@ class ResponseCache:
     def put(self, key, value):
         path = self._path(key)
         path.parent.mkdir(exist_ok=True, mode=0o700)
-        tmp = path.with_name(f".{key}.{os.getpid()}.{id(value)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            # No fsync: the rename makes an entry whole or absent for any process killed at any moment;
-            # after a power loss a lost entry only means asking again.
-            with os.fdopen(fd, "wb") as f:
-                f.write(orjson.dumps(value))
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        # No fsync: the rename makes an entry whole or absent for any process killed at any moment;
+        # after a power loss a lost entry only means asking again.
+        write_atomic(path, orjson.dumps(value), perms=0o600, fsync=False)
 
     def __len__(self):
         return sum(1 for _ in self.dir.glob("??/*.json"))

@@ -1,34 +1,24 @@
 """Chat models behind one call, `chat(messages) -> Reply`, for OpenAI-compatible servers and local GGUFs.
 
-What a user of a remote model needs is here once: retries with exponential backoff and jitter on
-timeouts, connection failures, 429 and 5xx (a Retry-After header is obeyed), JSON output enforced
-with the strongest `response_format` the server accepts, a disk cache, and counts for the summary.
+What a user of a remote model needs is here once: JSON output enforced with the strongest
+`response_format` the server accepts, a disk cache, and counts for the summary; retries, backoff and
+Retry-After are the one transport's (runtimes/server.py). The registry at the end builds the chat model
+a command's settings name.
 """
 
-import email.utils
-import random
 import threading
-import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from ..streaming.errors import BadRecord, GpvError, MissingDependency
-from .cache import request_key
+from ..streaming.errors import BadRecord, UsageError
+from .cache import ResponseCache, default_dir, request_key
+from .models import BUILTIN, builtin_gguf
+from .server import Refused, Server, ServerSettings
 
 # The response_format requests tried in turn, strongest first; the first one a server accepts is kept.
 # llama-cpp-python's server rejects json_schema but honours a schema given with json_object; others take
 # json_object alone; a few take none.
 FORMATS = ("json_schema", "json_object+schema", "json_object", "none")
-RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
-
-
-class Transient(Exception):
-    """A failure worth retrying; `wait` is the server's Retry-After in seconds, if it gave one."""
-
-    def __init__(self, message, wait=None):
-        super().__init__(message)
-        self.wait = wait
-
-
 @dataclass
 class Reply:
     text: str
@@ -106,77 +96,19 @@ class ChatModel:
         pass
 
 
-def _retry_after(response):
-    """Seconds from a Retry-After (or retry-after-ms) header: a number or an HTTP date; None if absent."""
-    if response is None:
-        return None
-    headers = response.headers
-    if headers.get("retry-after-ms"):
-        try:
-            return max(0.0, float(headers["retry-after-ms"]) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        when = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, when.timestamp() - time.time()) if when else None
-
-
-def message_of(error):
-    """A short message from an openai error: the server's own words where it sent some."""
-    body = getattr(error, "body", None)
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict):
-            inner = inner.get("message") or inner
-        return str(body.get("message") or inner)[:300]
-    return (str(error).splitlines() or [type(error).__name__])[0][:300]
-
-
-def only_model(client, base_url, openai, unreachable=None):
-    """The one model a server serves (for when --model is not given).
-
-    UNREACHABLE(error) gives the exception to raise when the server cannot be reached.
-    """
-    try:
-        models = [m.id for m in client.models.list()]
-    except openai.APIConnectionError as e:
-        raise (unreachable(e) if unreachable else GpvError(f"cannot reach the server at {base_url}")) from None
-    except openai.APIError as e:
-        raise GpvError(f"cannot list the models at {base_url}: {message_of(e)}; pass --model") from None
-    if len(models) != 1:
-        raise GpvError(f"the server at {base_url} serves {len(models)} models; pick one with --model")
-    return models[0]
-
-
 class OpenAIChat(ChatModel):
     """Any OpenAI-compatible /v1/chat/completions endpoint (OpenAI, vLLM, llama.cpp's server, Ollama)."""
 
     backend = "openai"
 
-    def __init__(self, base_url, api_key=None, model=None, timeout=120.0, retries=6, backoff=1.0,
-                 max_backoff=60.0, cache=None, stats=None, warn=None):
+    def __init__(self, server, model=None, cache=None, stats=None, warn=None):
         super().__init__(cache, stats)
-        try:
-            import openai
-        except ImportError:
-            raise MissingDependency("backend 'openai'", "openai", "server") from None
-        if not base_url:
-            raise GpvError("backend 'openai' needs a server: pass --base-url or set OPENAI_BASE_URL")
-        self.openai, self.base_url = openai, base_url
-        # Retries are ours (counted, jittered, Retry-After obeyed), so the client makes none of its own.
-        self.client = openai.OpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout,
-                                    max_retries=0)
-        self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
+        self.server = Server(server, counters=self.stats)
+        self.base_url = server.base_url
         self.warn = warn or (lambda message: None)
         self.format_level = 0
         self.format_lock = threading.Lock()
-        self.name = model or self._with_retries(lambda: only_model(
-            self.client, base_url, openai, lambda e: Transient(f"connection failed ({message_of(e)})")))
+        self.name = model or self.server.only_model()
 
     def _response_format(self, level, schema):
         kind = FORMATS[level]
@@ -188,9 +120,7 @@ class OpenAIChat(ChatModel):
             return {"type": "json_object", "schema": schema}
         return {"type": "json_object"}
 
-    def _once(self, messages, schema, params):
-        """One request; Transient for what is worth retrying; the reply or a final error otherwise."""
-        openai = self.openai
+    def _complete(self, messages, schema, params):
         while True:
             level = self.format_level
             kwargs = {"model": self.name, "messages": messages, "temperature": params["temperature"],
@@ -200,66 +130,25 @@ class OpenAIChat(ChatModel):
             response_format = self._response_format(level, schema)
             if response_format is not None:
                 kwargs["response_format"] = response_format
+
+            # A refused response_format is a 400 or 422, or, from llama-cpp-python's server, a 500 whose
+            # message names the field: step down to the next weaker format and ask again at once.
+            def refused(status, message):
+                return (response_format is not None and level < len(FORMATS) - 1
+                        and (status in (400, 422) or "response_format" in message))
+
             try:
-                r = self.client.chat.completions.create(**kwargs)
-            except openai.APITimeoutError:
-                raise Transient("the request timed out") from None
-            except openai.APIConnectionError as e:
-                raise Transient(f"connection failed ({message_of(e)})") from None
-            except openai.AuthenticationError:
-                raise GpvError(f"the server at {self.base_url} refused the API key; set OPENAI_API_KEY") from None
-            except openai.NotFoundError as e:
-                raise GpvError(f"the server at {self.base_url} has no model '{self.name}': {message_of(e)}") from None
-            except openai.APIStatusError as e:
-                # A refused response_format is a 400 or 422, or, from llama-cpp-python's server, a 500 whose
-                # message names the field: step down to the next weaker format and ask again at once.
-                refused = e.status_code in (400, 422) or "response_format" in message_of(e)
-                if refused and response_format is not None and level < len(FORMATS) - 1:
-                    with self.format_lock:
-                        if self.format_level == level:
-                            self.format_level = level + 1
-                            self.warn(f"the server refused response_format {FORMATS[level]}; "
-                                      f"trying {FORMATS[level + 1]}")
-                    continue
-                if e.status_code in (400, 422):
-                    raise BadRecord(f"the server rejected the request: {message_of(e)}") from None
-                if e.status_code in RETRY_STATUSES or e.status_code >= 500:
-                    raise Transient(f"the server answered {e.status_code}: {message_of(e)}",
-                                    _retry_after(e.response)) from None
-                raise GpvError(f"the server at {self.base_url} answered {e.status_code}: {message_of(e)}") from None
-            except (openai.APIResponseValidationError, ValueError) as e:
-                # A body that is not the JSON the API promises: a proxy or server fault, often passing.
-                raise Transient(f"the server's answer is malformed ({str(e)[:100]})") from None
-            return self._reply(r)
-
-    def _reply(self, r):
-        choices = getattr(r, "choices", None)
-        if not choices or choices[0].message is None:
-            raise Transient("the server's answer has no choices")
-        text = choices[0].message.content or ""
-        usage = getattr(r, "usage", None)
-        return Reply(text, getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0)
-
-    def _with_retries(self, call):
-        attempt = 0
-        while True:
-            try:
-                return call()
-            except Transient as e:
-                if attempt >= self.retries:
-                    self.stats.add(failures=1)
-                    if str(e).startswith("connection failed"):
-                        raise GpvError(f"cannot reach the server at {self.base_url} "
-                                       f"(after {self.retries} retries): {e}") from None
-                    raise BadRecord(f"{e} (gave up after {self.retries} retries)") from None
-                delay = e.wait if e.wait is not None else \
-                    min(self.max_backoff, self.backoff * 2 ** attempt) * random.uniform(0.5, 1.0)
-                attempt += 1
-                self.stats.add(retries=1)
-                time.sleep(delay)
-
-    def _complete(self, messages, schema, params):
-        return self._with_retries(lambda: self._once(messages, schema, params))
+                r = self.server.chat(refused=refused, **kwargs)
+            except Refused:
+                with self.format_lock:
+                    if self.format_level == level:
+                        self.format_level = level + 1
+                        self.warn(f"the server refused response_format {FORMATS[level]}; "
+                                  f"trying {FORMATS[level + 1]}")
+                continue
+            text = r.choices[0].message.content or ""
+            usage = getattr(r, "usage", None)
+            return Reply(text, getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0)
 
 
 class LlamaChat(ChatModel):
@@ -305,3 +194,74 @@ class LlamaChat(ChatModel):
 
     def close(self):
         self.llm.close()
+
+
+# --- which chat model a command's options mean ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LlamaChatSettings:
+    n_ctx: int = 4096
+    threads: int | None = None
+    n_gpu_layers: int = 0
+    repeat_penalty: float = 1.0
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    """Everything gpv-parse and gpv-elicit need to build a chat model; each backend's knobs apart."""
+
+    model: str = BUILTIN
+    backend: str = "auto"
+    server: ServerSettings = field(default_factory=ServerSettings)
+    llama_cpp: LlamaChatSettings = field(default_factory=LlamaChatSettings)
+    cache_dir: str | None = None  # None: default_dir()/chat
+    use_cache: bool = True
+
+
+CHAT_MODELS = {}
+
+
+def chat_backend(name):
+    """Register BUILD(settings, cache, stats, warn) -> ChatModel under NAME."""
+
+    def register(build):
+        CHAT_MODELS[name] = build
+        return build
+
+    return register
+
+
+def pick_chat_backend(s):
+    """auto: a .gguf or builtin model runs in-process unless a server URL was given on the command line;
+    another name is a model on the server (OPENAI_BASE_URL) if there is one."""
+    if s.backend != "auto":
+        return s.backend
+    if s.server.explicit:
+        return "openai"
+    if s.model == BUILTIN or Path(s.model).suffix.lower() == ".gguf":
+        return "llama-cpp"
+    return "openai" if s.server.base_url else "llama-cpp"
+
+
+def build_chat_model(s, warn=None):
+    """The chat model SETTINGS describe, with its reply cache and counters."""
+    name = pick_chat_backend(s)
+    if name not in CHAT_MODELS:
+        raise UsageError(f"backend '{name}' is not a chat model")
+    cache = ResponseCache(Path(s.cache_dir) if s.cache_dir else default_dir() / "chat") if s.use_cache else None
+    return CHAT_MODELS[name](s, cache, Stats(), warn)
+
+
+@chat_backend("openai")
+def _openai(s, cache, stats, warn):
+    return OpenAIChat(s.server, None if s.model == BUILTIN else s.model, cache=cache, stats=stats, warn=warn)
+
+
+@chat_backend("llama-cpp")
+def _llama_cpp(s, cache, stats, warn):
+    model = builtin_gguf() if s.model == BUILTIN else s.model
+    if not Path(model).exists():
+        raise UsageError(f"model {model} does not exist")
+    o = s.llama_cpp
+    return LlamaChat(model, n_ctx=o.n_ctx, n_threads=o.threads, n_gpu_layers=o.n_gpu_layers,
+                     repeat_penalty=o.repeat_penalty, cache=cache, stats=stats)

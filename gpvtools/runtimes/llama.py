@@ -65,9 +65,9 @@ def dequantized(path):
     under the final name (and the next run removes the killed run's temporary file).
     """
     import hashlib
-    import socket
     from pathlib import Path
 
+    from ..streaming.atomic import atomic_path
     from .cache import default_dir
 
     try:
@@ -86,35 +86,13 @@ def dequantized(path):
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as e:
         raise GpvError(f"cannot create {directory} for the float32 copy of {path}: {e.strerror}") from None
-    host = socket.gethostname()
-    for stale in directory.glob(f".{target.name}.{host}.*.tmp"):  # left by a killed run on this host
-        pid = stale.name.rsplit(".", 2)[-2]
-        if pid.isdigit() and not _alive(int(pid)):
-            stale.unlink(missing_ok=True)
-    temp = directory / f".{target.name}.{host}.{os.getpid()}.tmp"
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = llama_cpp.LLAMA_FTYPE_ALL_F32
     params.allow_requantize = True
     params.nthread = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
-    try:
+    with atomic_path(target, perms=0o600) as temp:
         with quiet_stderr():
             status = llama_cpp.llama_model_quantize(str(source).encode(), str(temp).encode(), ctypes.byref(params))
         if status != 0:
             raise GpvError(f"model {path}: llama.cpp could not dequantize it to float32 (status {status})")
-        os.chmod(temp, 0o600)
-        os.replace(temp, target)
-    except OSError as e:
-        raise GpvError(f"model {path}: cannot write its float32 copy in {directory}: {e.strerror}") from None
-    finally:
-        temp.unlink(missing_ok=True)
     return str(target)
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

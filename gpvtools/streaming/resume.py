@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from .atomic import AtomicFile
 from .errors import GpvError
 
 ERROR_FIELD = "_gpv_error"
@@ -89,12 +90,8 @@ def prepare(path, source_key, group_size):
             f.truncate(first_drop)
             os.fsync(f.fileno())
     elif first_drop is not None:
-        tmp = f"{path}.resume-tmp"
-        with open(tmp, "wb") as out:
+        with AtomicFile(path) as out:
             for lineno, (offset, line) in enumerate(_lines(path), 1):
                 if keep(_parse(path, lineno, line, offset + len(line) == size)):
                     out.write(line)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
     return ResumeState(done=done, kept=kept, removed=removed)

@@ -11,16 +11,14 @@ import time
 import traceback
 from dataclasses import dataclass
 
-import click
-
 from . import resume as resume_mod
+from .atomic import AtomicFile, write_all
 from .errors import BadRecord, GpvError, UsageError
-from .jsonl import DEFAULT_MAX_LINE_BYTES, dumps, iter_lines, open_input, parse_line, require_text
+from .jsonl import dumps, iter_lines, open_input, parse_line, require_text
 from .shard import parse_shard, shard_from_env, shard_of
 
 ERROR_FIELD = resume_mod.ERROR_FIELD
 DOC_ID_FIELD = "doc_id"
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 EXIT_OK, EXIT_DATA, EXIT_USAGE, EXIT_PIPE = 0, 1, 2, 141
 
 
@@ -34,46 +32,6 @@ class StreamOptions:
     max_line_bytes: int
     quiet: bool
     verbose: bool
-
-
-def stream_options(f):
-    """INPUT, -o, --resume, --on-error, --shard, --max-line-bytes, -q, -v: the same in every stage."""
-
-    @click.argument("input", default="-", metavar="[INPUT]")
-    @click.option("-o", "--output", default="-", metavar="FILE", help="Write JSONL to FILE instead of stdout.")
-    @click.option("--resume", is_flag=True,
-                  help="Keep the records already complete in -o FILE, repair a torn end, and do only the rest.")
-    @click.option("--on-error", type=click.Choice(["fail", "skip", "emit"]), default="fail", show_default=True,
-                  envvar="GPV_ON_ERROR",
-                  help="On a bad line: stop; report it and go on; or pass an error record on. "
-                       "Either way a bad line makes the exit status 1.")
-    @click.option("--shard", metavar="K/N", envvar="GPV_SHARD",
-                  help="Keep only documents whose id hashes to K mod N (stable across stages and machines). "
-                       "Default: from SLURM_ARRAY_TASK_ID/_MIN/_COUNT when in a SLURM array job.")
-    @click.option("--max-line-bytes", type=click.IntRange(min=1), default=DEFAULT_MAX_LINE_BYTES, show_default=True,
-                  envvar="GPV_MAX_LINE_BYTES", help="Longer input lines are bad lines.")
-    @click.option("-q", "--quiet", is_flag=True, help="No progress, notes or summary on stderr (errors still).")
-    @click.option("-v", "--verbose", is_flag=True, envvar="GPV_DEBUG",
-                  help="Tracebacks for errors (also GPV_DEBUG=1).")
-    def wrapper(*args, input, output, resume, on_error, shard, max_line_bytes, quiet, verbose, **kwargs):
-        opts = StreamOptions(input, output, resume, on_error, shard, max_line_bytes, quiet, verbose)
-        return f(*args, stream=opts, **kwargs)
-
-    # Not functools.wraps: click would follow __wrapped__ to f and skip the wrapper.
-    wrapper.__name__, wrapper.__doc__ = f.__name__, f.__doc__
-    return wrapper
-
-
-def text_options(text_default="text"):
-    """--text-field and --id-field, for stages that read a text."""
-
-    def decorate(f):
-        f = click.option("--id-field", default="id", show_default=True, metavar="FIELD",
-                         help="Field holding the record's id; a record without it is named by its line number.")(f)
-        return click.option("--text-field", default=text_default, show_default=True, metavar="FIELD",
-                            help="Field holding the text.")(f)
-
-    return decorate
 
 
 @dataclass
@@ -92,6 +50,8 @@ class Stage:
     command = "gpv"
     text_field = "text"
     id_field = "id"
+    whole = False          # a WholeStage: output only once the input has ended, all or nothing
+    passes_errors = True   # write error records from upstream on (False: a format with no place for them)
 
     def input_key(self, record, line):
         """The id that names this input; its outputs' ids grow from it."""
@@ -140,6 +100,32 @@ class Stage:
         """A binary stream of JSONL to read instead of INPUT, or None (a stage that makes its own input)."""
         return None
 
+    def upstream_note(self, n):
+        """The summary line for N error records from upstream."""
+        return f"passed on {plural(n, 'error record')} from upstream"
+
+
+class WholeStage(Stage):
+    """A stage whose output needs all of its input (an aggregate): process() takes each valid record in
+    through add(), finish() gives the output once the input has ended, and -o FILE is replaced whole or
+    not at all (--resume recomputes it). Shards, bad lines, signals and summaries are every stage's."""
+
+    whole = True
+    what = "the output"  # named in notes: "--resume: the output is all-or-nothing, ..."
+    text_field = None
+
+    def process(self, entry):
+        self.add(entry)
+        return []
+
+    def add(self, entry):
+        """Take one valid record in (raise BadRecord to refuse it)."""
+        raise NotImplementedError
+
+    def finish(self, n_lines):
+        """The output, as bytes, once the input (N_LINES lines in all) has ended."""
+        raise NotImplementedError
+
 
 class Interrupted(Exception):
     def __init__(self, signum):
@@ -185,12 +171,34 @@ class Sink:
 
     def write(self, records):
         if records:
-            self.f.write(b"".join(dumps(r) for r in records))
+            write_all(self.f, b"".join(dumps(r) for r in records))
             self.f.flush()
 
     def close(self):
         if not self.to_stdout:
             self.f.close()
+
+
+class WholeSink(Sink):
+    """stdout as written, or FILE through a temporary file that commit() renames into place (all or nothing)."""
+
+    def __init__(self, path):
+        self.to_stdout = path in (None, "-")
+        self.atomic = None if self.to_stdout else AtomicFile(path)
+        self.f = sys.stdout.buffer if self.to_stdout else self.atomic.file
+
+    def write_bytes(self, data):
+        if data:
+            write_all(self.f, data)  # one big write to a closed pipe would drop the error
+            self.f.flush()
+
+    def commit(self):
+        if self.atomic is not None:
+            self.atomic.commit()
+
+    def close(self):
+        if self.atomic is not None:
+            self.atomic.discard()  # after commit() a no-op; else FILE stays as it was
 
 
 def error_record(stage, entry):
@@ -214,7 +222,11 @@ def plural(n, word, words=None):
 
 
 def note(command, message):
-    click.echo(f"{command}: {message}", err=True)
+    """One line on stderr, "COMMAND: MESSAGE"; what the terminal cannot encode is escaped, not fatal."""
+    line = f"{command}: {message}\n"
+    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+    sys.stderr.write(line.encode(encoding, "backslashreplace").decode(encoding, "replace"))
+    sys.stderr.flush()
 
 
 def run_stage(stage, opts):
@@ -225,7 +237,11 @@ def run_stage(stage, opts):
     if shard and not opts.shard and not opts.quiet:
         note(stage.command, f"shard {shard[0]}/{shard[1]} from the SLURM array variables")
     done = set()
-    if opts.resume:
+    if opts.resume and stage.whole:
+        if not opts.quiet:
+            note(stage.command, f"--resume: {stage.what} is all-or-nothing, so {opts.output} is recomputed "
+                                f"from the whole input")
+    elif opts.resume:
         state = resume_mod.prepare(opts.output, stage.source_key, stage.group_size)
         done = state.done
         if not opts.quiet and (state.kept or state.removed):
@@ -236,7 +252,7 @@ def run_stage(stage, opts):
         stream = open_input(opts.input)
         if opts.input == "-" and sys.stdin.isatty() and not opts.quiet:
             note(stage.command, "reading JSONL from standard input (Ctrl-D ends it)")
-    sink = Sink(opts.output, append=opts.resume)
+    sink = WholeSink(opts.output) if stage.whole else Sink(opts.output, append=opts.resume)
     progress = Progress(stage.command, sys.stderr.isatty() and not opts.quiet)
     counts = {"in": 0, "out": 0, "bad": 0, "skipped": 0, "passed": 0}
 
@@ -248,7 +264,8 @@ def run_stage(stage, opts):
                 entry.record = parse_line(raw, line, opts.max_line_bytes)
                 if ERROR_FIELD in entry.record:
                     counts["passed"] += 1
-                    sink.write([entry.record])
+                    if stage.passes_errors:
+                        sink.write([entry.record])
                     continue
                 entry.key = stage.input_key(entry.record, line)
                 shard_id = entry.record.get(DOC_ID_FIELD, entry.key)
@@ -277,13 +294,21 @@ def run_stage(stage, opts):
             sink.write(outputs)
             counts["out"] += len(outputs)
             progress.update(counts["in"], counts["out"])
+        if stage.whole:
+            sink.write_bytes(stage.finish(counts["in"]))
+            sink.commit()
         if counts["bad"]:
             status = EXIT_DATA
     except (KeyboardInterrupt, Interrupted) as e:
         signum = getattr(e, "signum", signal.SIGINT)
         progress.close()
-        note(stage.command, f"interrupted after {counts['in']} lines; what was written is complete"
-                            + ("; rerun with --resume to finish" if opts.output not in (None, "-") else ""))
+        to_file = opts.output not in (None, "-")
+        if stage.whole:
+            note(stage.command, f"interrupted after {counts['in']} lines; "
+                                f"{'nothing' if to_file else 'no result'} written ({stage.what} is all-or-nothing)")
+        else:
+            note(stage.command, f"interrupted after {counts['in']} lines; what was written is complete"
+                                + ("; rerun with --resume to finish" if to_file else ""))
         return 128 + signum
     finally:
         signal.signal(signal.SIGTERM, old_term)
@@ -294,7 +319,7 @@ def run_stage(stage, opts):
         if counts["skipped"]:
             note(stage.command, f"{plural(counts['skipped'], 'input')} already done in {opts.output}")
         if counts["passed"]:
-            note(stage.command, f"passed on {plural(counts['passed'], 'error record')} from upstream")
+            note(stage.command, stage.upstream_note(counts["passed"]))
         if counts["bad"]:
             verb = "skipped" if opts.on_error == "skip" else "passed on as error records"
             note(stage.command, f"{plural(counts['bad'], 'bad line')} {verb}")
@@ -310,7 +335,12 @@ def _quiet_broken_pipe():
 
 
 def guarded(command, verbose, work):
-    """The command boundary: run WORK() -> exit status, turning every outcome into one."""
+    """The command boundary: run WORK() -> exit status, turning every outcome into one.
+
+    SIGTERM is turned into an exception here, as SIGINT is by Python, so that a command that is not a
+    stage (gpv-train, gpv-validate) also unwinds, says "interrupted" and exits 143.
+    """
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         status = work()
         sys.stdout.flush()
@@ -327,14 +357,16 @@ def guarded(command, verbose, work):
             traceback.print_exc()
         note(command, f"error: {e}")
         status = EXIT_DATA
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted) as e:
         note(command, "interrupted")
-        status = 128 + signal.SIGINT
+        status = 128 + getattr(e, "signum", signal.SIGINT)
     except Exception as e:  # a bug, or a library failing in a way we did not foresee
         if verbose:
             traceback.print_exc()
         note(command, f"error: {type(e).__name__}: {e} (rerun with -v for a traceback)")
         status = EXIT_DATA
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
     sys.exit(status)
 
 

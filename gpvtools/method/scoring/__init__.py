@@ -5,7 +5,7 @@ model's next-token distribution after ValueLlama's prompt templates; the diction
 lexicon words instead. Backends are registered by name; heavy libraries load inside each backend.
 """
 
-import numpy as np
+from ...streaming.errors import MissingDependency
 
 RELEVANCE, VALENCE = "relevance", "valence"
 
@@ -36,8 +36,18 @@ def prompt(task, sentence, value):
     return TEMPLATES[task].format(sentence=sentence, value=value)
 
 
+def _numpy():
+    # Only the GPV backends need numpy; the dictionary backend and --help run on a core install.
+    try:
+        import numpy
+    except ImportError:
+        raise MissingDependency("GPV scoring", "numpy", "cpu") from None
+    return numpy
+
+
 def renormalise(logits):
     """Probabilities over the label set from the labels' logits (or log-probabilities)."""
+    np = _numpy()
     z = np.asarray(logits, dtype=np.float64)
     z = np.exp(z - z.max(axis=-1, keepdims=True))
     return z / z.sum(axis=-1, keepdims=True)
@@ -101,6 +111,7 @@ class LabelScorer(Scorer):
         raise NotImplementedError
 
     def measure(self, sentences, values):
+        np = _numpy()
         pairs = [(s, v) for s in sentences for v in values]
         rel = self.label_probs(RELEVANCE, pairs)[:, 0] if pairs else np.empty(0)
         wanted = [i for i, p in enumerate(rel) if self.valence_all or p > THRESHOLD]

@@ -20,10 +20,13 @@ import os
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from ...streaming.errors import BadRecord, GpvError, MissingDependency, UsageError
 from . import LABELS, LabelScorer, first_label_tokens, prompt, shared_prefix
+
+try:
+    import numpy as np
+except ImportError:
+    raise MissingDependency("backend 'transformers'", "numpy", "cuda") from None
 
 
 def _torch():
@@ -150,6 +153,27 @@ def output_cache(out):
     return getattr(out, "cache", None) or out.past_key_values
 
 
+def tree_logits(torch, decoder, head, softcap, tree, dtype, device, pick=None, **decoder_args):
+    """Next-token logits at the end of every suffix of TREE (flattened_tree's ids, positions, allowed, last):
+    one DECODER pass under the tree's additive mask, the suffixes' last positions gathered and projected by
+    HEAD, PICK(logits) (e.g. the label columns) applied, then the model's final soft-cap if it has one.
+
+    gpv-score (TransformersScorer) and gpv-train (packed rows) both read label logits this way, so what
+    training optimises is what scoring reads.
+    """
+    ids, positions, allowed, last = tree
+    mask = torch.zeros(allowed.shape, dtype=dtype)
+    mask.masked_fill_(torch.from_numpy(~allowed), torch.finfo(dtype).min)
+    hidden = decoder(input_ids=torch.from_numpy(ids).to(device), attention_mask=mask[:, None].to(device),
+                     position_ids=torch.from_numpy(positions).to(device), **decoder_args).last_hidden_state
+    rows = torch.tensor([b for b, ends in enumerate(last) for _ in ends], device=device)
+    cols = torch.tensor([k for ends in last for k in ends], device=device)
+    logits = head(hidden[rows, cols])
+    if pick is not None:
+        logits = pick(logits)
+    return torch.tanh(logits / softcap) * softcap if softcap else logits
+
+
 def flattened_tree(header_len, groups, pad):
     """One row per sentence: its own tokens, then each value's suffix, positioned and masked as a tree.
 
@@ -269,20 +293,12 @@ class TransformersScorer(LabelScorer):
         ids, positions, allowed, last = flattened_tree(len(header_ids), [(own, sfx) for _, own, sfx in batch],
                                                        self.pad)
         dtype = self.model.dtype if self.model.dtype.is_floating_point else torch.float32
-        mask = torch.zeros(allowed.shape, dtype=dtype)
-        mask.masked_fill_(torch.from_numpy(~allowed), torch.finfo(dtype).min)
         cache = copy.deepcopy(header_cache)
         cache.batch_repeat_interleave(len(batch))
         with torch.inference_mode():
-            hidden = self.decoder(input_ids=torch.from_numpy(ids).to(self.device),
-                                  attention_mask=mask[:, None].to(self.device),
-                                  position_ids=torch.from_numpy(positions).to(self.device),
-                                  use_cache=True, **{self.decoder_cache_arg: cache}).last_hidden_state
-            rows = torch.tensor([b for b, ends in enumerate(last) for _ in ends], device=self.device)
-            cols = torch.tensor([k for ends in last for k in ends], device=self.device)
-            logits = self.head(hidden[rows, cols])[:, self.label_ids[task]].float()
-            if self.softcap:
-                logits = torch.tanh(logits / self.softcap) * self.softcap
+            logits = tree_logits(torch, self.decoder, self.head, self.softcap, (ids, positions, allowed, last), dtype,
+                                 self.device, pick=lambda x: x[:, self.label_ids[task]].float(), use_cache=True,
+                                 **{self.decoder_cache_arg: cache})
             probs = torch.softmax(logits, dim=-1).cpu().numpy()
         for i, p in zip((i for result_rows, _, _ in batch for i in result_rows), probs):
             out[i] = p

@@ -8,11 +8,14 @@ once per perception and each further value costs its own few tokens ("Value: …
 
 import os
 
-import numpy as np
-
-from ...streaming.errors import BadRecord, GpvError
 from ...runtimes.llama import load_llama
+from ...streaming.errors import BadRecord, GpvError, MissingDependency
 from . import LABELS, LabelScorer, first_label_tokens, prompt, renormalise
+
+try:
+    import numpy as np
+except ImportError:
+    raise MissingDependency("backend 'llama-cpp'", "numpy", "cpu") from None
 
 
 class LlamaCppScorer(LabelScorer):
@@ -20,7 +23,10 @@ class LlamaCppScorer(LabelScorer):
 
     def __init__(self, model_path, name=None, n_ctx=4096, n_threads=None, n_gpu_layers=0, lora_path=None,
                  reuse_cache=True):
-        import llama_cpp
+        try:
+            import llama_cpp
+        except ImportError:
+            raise MissingDependency("backend 'llama-cpp'", "llama-cpp-python", "cpu") from None
 
         self._llama_cpp = llama_cpp
         kwargs = {"lora_path": lora_path} if lora_path else {}

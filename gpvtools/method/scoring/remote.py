@@ -16,13 +16,10 @@ otherwise the completion's top-k is widened until the label is in it (llama-cpp-
 """
 
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-
-from ...streaming.errors import BadRecord, GpvError, MissingDependency
-from ...runtimes.chat import message_of as _message
+from ...runtimes.server import Server
+from ...streaming.errors import BadRecord, GpvError
 from . import LABELS, RELEVANCE, LabelScorer, prompt, renormalise
 
 ALIGNED, SHIFTED = "aligned", "shifted"  # how the server's echo logprobs line up (see the module's doc)
@@ -34,46 +31,20 @@ WIDEN = 10  # each widening asks for this many times more top log-probabilities
 class OpenAIScorer(LabelScorer):
     backend = "openai"
 
-    def __init__(self, base_url, api_key=None, model=None, top_logprobs=20, concurrency=4, timeout=60.0,
-                 max_retries=5):
-        try:
-            import openai
-        except ImportError:
-            raise MissingDependency("backend 'openai'", "openai", "server") from None
-        if not base_url:
-            raise GpvError("backend 'openai' needs a server: pass --base-url or set OPENAI_BASE_URL")
-        self.openai = openai
-        self.base_url = base_url
-        # A local server needs no key; the client insists on one, so give it a placeholder.
-        self.client = openai.OpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout,
-                                    max_retries=max_retries)
-        self.max_retries = max_retries
+    def __init__(self, server, model=None, top_logprobs=20, concurrency=4):
+        """SERVER: a ServerSettings (the one transport gpv-parse and gpv-elicit use too)."""
+        self.server = Server(server)
+        self.base_url = server.base_url
         self.top_k = top_logprobs
         self.concurrency = concurrency
-        self.model = model or self._only_model()
+        self.model = model or self.server.only_model()
         self.name = self.model
         self.label_tokens = {task: [self._first_token(prompt(task, "x", "y"), label) for label in LABELS[task]]
                              for task in LABELS}
         self.echo_convention = self._probe_echo()
 
     def _call(self, **kwargs):
-        openai = self.openai
-        try:
-            return self.client.completions.create(model=self.model, temperature=0, **kwargs)
-        except openai.APIConnectionError:
-            raise GpvError(f"cannot reach the server at {self.base_url} (after {self.max_retries} retries)") from None
-        except openai.AuthenticationError:
-            raise GpvError(f"the server at {self.base_url} refused the API key; set OPENAI_API_KEY") from None
-        except openai.BadRequestError as e:
-            raise BadRecord(f"the server rejected the request: {_message(e)}") from None
-        except openai.APIStatusError as e:
-            raise GpvError(f"the server at {self.base_url} answered {e.status_code}: {_message(e)}") from None
-
-    def _only_model(self):
-        from ...runtimes.chat import only_model
-
-        return only_model(self.client, self.base_url, self.openai, lambda e: GpvError(
-            f"cannot reach the server at {self.base_url} (after {self.max_retries} retries)"))
+        return self.server.complete(model=self.model, temperature=0, **kwargs)
 
     def _echo(self, text, start, logprobs=1):
         """The echo of TEXT: (its logprobs object, the index of the first token at character START or after)."""
@@ -156,13 +127,10 @@ class OpenAIScorer(LabelScorer):
         return renormalise(scores)
 
     def label_probs(self, task, pairs):
+        import numpy as np
+
         if not pairs:
             return np.empty((0, len(LABELS[task])))
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             rows = list(pool.map(lambda p: self._pair(task, *p), pairs))
         return np.array(rows)
-
-
-def from_env(base_url=None, api_key=None, model=None, **kwargs):
-    return OpenAIScorer(base_url or os.environ.get("OPENAI_BASE_URL"), api_key or os.environ.get("OPENAI_API_KEY"),
-                        model, **kwargs)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import orjson
 
+from ...streaming.atomic import AtomicFile
 from ...streaming.errors import GpvError
 from ..scoring import LABELS, RELEVANCE, VALENCE
 
@@ -240,9 +241,9 @@ def _read_jsonl(path):
             raise GpvError(f"{path}: line {line_no}: invalid JSON: {e.msg}") from None
         if not isinstance(r, dict):
             raise GpvError(f"{path}: line {line_no}: expected a JSON object")
-        for field in ("text", "value", "task", "label"):
-            if not isinstance(r.get(field), str) or not r[field].strip():
-                raise GpvError(f"{path}: line {line_no}: field '{field}' must be a non-empty string")
+        for name in ("text", "value", "task", "label"):
+            if not isinstance(r.get(name), str) or not r[name].strip():
+                raise GpvError(f"{path}: line {line_no}: field '{name}' must be a non-empty string")
         if r["task"] not in LABELS:
             raise GpvError(f"{path}: line {line_no}: task '{r['task']}' is not relevance or valence")
         if r["label"] not in LABELS[r["task"]]:
@@ -327,12 +328,12 @@ def dev_split(dataset):
 
 
 def write_judged(path, judged):
-    with open(path, "wb") as f:
+    with AtomicFile(path) as f:
         for j in judged:
             f.write(orjson.dumps({"id": j.id, "text": j.text, "labels": j.labels}) + b"\n")
 
 
 def write_jsonl(path, examples):
-    with open(path, "wb") as f:
+    with AtomicFile(path) as f:
         for e in examples:
             f.write(orjson.dumps(e.as_record()) + b"\n")

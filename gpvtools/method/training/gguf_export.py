@@ -8,9 +8,12 @@ lora_b of q_proj and k_proj gets the same permutation.
 
 import re
 
-import numpy as np
+from ...streaming.errors import GpvError, MissingDependency
 
-from ...streaming.errors import GpvError
+try:
+    import numpy as np
+except ImportError:
+    raise MissingDependency("a GGUF LoRA export", "numpy", "cuda") from None
 
 _ARCHES = {"llama": "LLAMA", "mistral": "LLAMA", "gemma3_text": "GEMMA3", "gemma3": "GEMMA3", "qwen2": "QWEN2",
            "qwen3": "QWEN3"}

@@ -16,17 +16,24 @@ or mostly "no" (Touché relevance) does not teach the model to lean one way.
 """
 
 import math
-import os
 import random
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
-from ...streaming.errors import GpvError
+from ...streaming.atomic import AtomicFile
+from ...streaming.errors import GpvError, MissingDependency
 from ..scoring import LABELS, RELEVANCE, VALENCE, first_label_tokens, prompt, shared_prefix
+
+def _numpy():
+    # Imported where used, so gpv-train --help and the data checks run on a core install.
+    try:
+        import numpy
+    except ImportError:
+        raise MissingDependency("gpv-train", "numpy", "cuda") from None
+    return numpy
+
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -165,26 +172,19 @@ def epoch_batches(data, batch_size, seed, epoch, judged=None, share=1.0):
 
 def packed_logits(model, torch, rows, pad_id, device):
     """Next-token logits after every suffix of ROWS (packed rows), [n suffixes, vocab], with gradients."""
-    from ..scoring.hf import flattened_tree
+    from ..scoring.hf import flattened_tree, tree_logits
+
+    np = _numpy()
 
     ids, positions, allowed, last = flattened_tree(0, [(own, sfx) for own, sfx, _, _ in rows], pad_id)
     for b, (own, sfx, _, _) in enumerate(rows):  # padding attends itself, so no query row is all masked
         k = np.arange(len(own) + sum(map(len, sfx)), ids.shape[1])
         allowed[b, k, k] = True
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder, head = base.get_decoder(), base.get_output_embeddings()
     dtype = next(p for p in base.parameters() if p.is_floating_point()).dtype
-    mask = torch.zeros(allowed.shape, dtype=dtype)
-    mask.masked_fill_(torch.from_numpy(~allowed), torch.finfo(dtype).min)
-    hidden = decoder(input_ids=torch.from_numpy(ids).to(device), attention_mask=mask[:, None].to(device),
-                     position_ids=torch.from_numpy(positions).to(device), use_cache=False).last_hidden_state
-    r = torch.tensor([b for b, ends in enumerate(last) for _ in ends], device=device)
-    c = torch.tensor([k for ends in last for k in ends], device=device)
-    logits = head(hidden[r, c])
-    softcap = getattr(base.config, "final_logit_softcapping", None)
-    if softcap:
-        logits = torch.tanh(logits / softcap) * softcap
-    return logits
+    return tree_logits(torch, base.get_decoder(), base.get_output_embeddings(),
+                       getattr(base.config, "final_logit_softcapping", None), (ids, positions, allowed, last), dtype,
+                       device, use_cache=False)
 
 
 def label_logits(model, torch, rows, pad_id, device, cache_arg):
@@ -247,6 +247,8 @@ LOSS_WINDOW = 50  # micro-batches averaged into the reported final loss, and kep
 def train(model, tokenizer, examples, cfg, out_dir, resume=False, progress=True):
     """Train in place; checkpoints under out_dir/checkpoint let an interrupted run go on."""
     import torch
+
+    np = _numpy()
 
     torch.manual_seed(cfg.seed)
     device = next(model.parameters()).device
@@ -344,15 +346,15 @@ def train(model, tokenizer, examples, cfg, out_dir, resume=False, progress=True)
 def _save_checkpoint(torch, model, optimizer, scheduler, step, path, losses):
     path.parent.mkdir(parents=True, exist_ok=True)
     weights = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
-    tmp = path.with_suffix(".tmp")
-    torch.save({"weights": weights, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "step": step, "losses": losses}, tmp)
-    os.replace(tmp, path)
+    with AtomicFile(path) as f:
+        torch.save({"weights": weights, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "step": step, "losses": losses}, f)
 
 
 def evaluate(scorer, examples):
     """Relevance and valence accuracy of a scorer on labelled examples: confusion counts, balanced accuracy
     (the mean of the labels' recalls) and each label's recall."""
+    np = _numpy()
     report = {}
     for task in (RELEVANCE, VALENCE):
         rows = [e for e in examples if e.task == task]
@@ -381,6 +383,7 @@ def evaluate(scorer, examples):
 
 def roc_auc(labels, scores):
     """Area under the ROC curve: the chance that a random positive outscores a random negative (ties half)."""
+    np = _numpy()
     labels, scores = np.asarray(labels, dtype=bool), np.asarray(scores, dtype=np.float64)
     pos, neg = int(labels.sum()), int((~labels).sum())
     if not pos or not neg:
@@ -392,6 +395,7 @@ def roc_auc(labels, scores):
 
 
 def f1(labels, decided):
+    np = _numpy()
     labels, decided = np.asarray(labels, dtype=bool), np.asarray(decided, dtype=bool)
     tp = int((labels & decided).sum())
     denominator = int(labels.sum()) + int(decided.sum())
@@ -402,6 +406,7 @@ def relevance_report(values, gold, p_rel, threshold=0.5):
     """Per value and macro-averaged: ROC AUC of p_rel against the human 0/1 label and F1 of p_rel > threshold.
 
     GOLD[v] and P_REL[v] are aligned lists over the judged texts."""
+    np = _numpy()
     per = {}
     for v in values:
         auc = roc_auc(gold[v], p_rel[v])

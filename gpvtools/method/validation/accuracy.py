@@ -5,9 +5,13 @@ its valence is the most likely of support, oppose, either (the first of them on 
 the share of items whose decision equals the label; the confusion counts are gold label x decision.
 """
 
-import numpy as np
+from ...streaming.errors import BadRecord, MissingDependency
 
-from ...streaming.errors import BadRecord
+try:
+    import numpy as np
+except ImportError:
+    raise MissingDependency("gpv-validate", "numpy", "validate") from None
+
 
 RELEVANCE_LABELS = ("yes", "no")
 VALENCE_LABELS = ("support", "oppose", "either")

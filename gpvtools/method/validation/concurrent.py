@@ -7,8 +7,13 @@ exclusion); r is null where fewer than 3 remain or either side is constant there
 
 import warnings
 
-import numpy as np
-from scipy import stats
+from ...streaming.errors import MissingDependency
+
+try:
+    import numpy as np
+    from scipy import stats
+except ImportError:
+    raise MissingDependency("gpv-validate", "numpy and scipy", "validate") from None
 
 METHODS = ("pearson", "spearman")
 

@@ -17,10 +17,14 @@
 import inspect
 import math
 
-import numpy as np
-from scipy.stats import rankdata
-
+from ...streaming.errors import MissingDependency
 from ..values import HIGHER_ORDER
+
+try:
+    import numpy as np
+    from scipy.stats import rankdata
+except ImportError:
+    raise MissingDependency("gpv-validate", "numpy and scipy", "validate") from None
 
 # Schwartz's circular order of the ten basic values (Schwartz & Bilsky 1990; Schwartz 1992, Fig. 1),
 # going round from Self-Direction; Conformity and Tradition share a wedge and are placed in turn.

@@ -1,5 +1,8 @@
 """Figures for gpv-validate --plot (matplotlib with the Agg backend, imported only when a plot is asked for)."""
 
+from pathlib import Path
+
+from ...streaming.atomic import AtomicFile
 from ...streaming.errors import GpvError, MissingDependency
 
 
@@ -16,7 +19,8 @@ def _pyplot():
 
 def _save(fig, path):
     try:
-        fig.savefig(path, dpi=150, bbox_inches="tight")
+        with AtomicFile(path) as f:  # a failed run leaves an earlier figure whole
+            fig.savefig(f, format=Path(path).suffix[1:] or None, dpi=150, bbox_inches="tight")
     except OSError as e:
         raise GpvError(f"cannot write {path}: {e.strerror}") from None
     finally:

@@ -12,8 +12,13 @@ Per value, over the individuals of each group that have a score:
 import math
 import warnings
 
-import numpy as np
-from scipy import stats
+from ...streaming.errors import MissingDependency
+
+try:
+    import numpy as np
+    from scipy import stats
+except ImportError:
+    raise MissingDependency("gpv-validate", "numpy and scipy", "validate") from None
 
 TESTS = ("welch", "mannwhitney")
 

@@ -6,25 +6,19 @@ safety of two LLMs in the paper), trained with cross-entropy on every pair of tr
 Subjects are split train/validation/test many times, stratified by score; the report is the test
 accuracy over splits and the layer's mean weight per value.
 
-The library part takes and returns plain Python data; `probe` at the bottom is the click command
-that `gpv-validate` mounts. torch is imported only when a probe is trained.
+Plain Python data in and out, no click: the command is `probe` in gpvtools/commands/validate.py.
+torch is imported only when a probe is trained.
 """
 
 import csv
 import io
 import itertools
 import math
-import sys
 from pathlib import Path
-
-import click
-import orjson
 
 from ...streaming.errors import BadRecord, GpvError, MissingDependency, UsageError
 from ...streaming.jsonl import iter_lines, open_input, parse_line
 from ...streaming.resume import ERROR_FIELD
-from ...streaming.stage import CONTEXT_SETTINGS, guarded, note
-from ...commands.table import format_table
 from ..values import system
 
 try:
@@ -514,110 +508,3 @@ def run_probe(profiles, labels, combos, n_splits=30, epochs=1000, lr=1e-3, seed=
     report["best"] = {"systems": best["systems"], "accuracy": {k: best["accuracy"][k] for k in ("mean", "sd")},
                       "tied": [r["systems"] for i, r in enumerate(results) if i != top and level[i] == level[top]]}
     return report
-
-
-def format_report(report):
-    """The report for people: accuracy per combination, then the best combination's weights."""
-    rows = [{"systems": "+".join(r["systems"]), "values": r["values"],
-             "accuracy": f"{100 * r['accuracy']['mean']:.1f} ± {100 * r['accuracy']['sd']:.1f}",
-             "test pairs": r["pairs"]["test"], "best epoch": round(r["best_epoch"]["mean"])}
-            for r in report["results"]]
-    head = (f"linear probe: {report['subjects']} subjects, {report['splits']} splits "
-            f"({'/'.join(str(v) for v in report['split'].values())}, {report['bins']} score bins), "
-            f"{report['epochs']} epochs, lr {report['lr']:g}, seed {report['seed']}")
-    best = next(r for r in report["results"] if r["systems"] == report["best"]["systems"])
-    weights = sorted(best["weights"].items(), key=lambda kv: -kv[1])
-    tied = "; tied with " + ", ".join("+".join(t) for t in report["best"]["tied"]) if report["best"]["tied"] else ""
-    wrows = [{"value": v, "mean weight": f"{m:+.2f}", "sd": f"{best['weights_sd'][v]:.2f}"} for v, m in weights]
-    return "\n".join([head, "", format_table(rows, ["systems", "values", "accuracy (%)=accuracy", "test pairs",
-                                                     "best epoch"]),
-                      "", f"mean weights, {'+'.join(best['systems'])} (highest accuracy{tied}):",
-                      format_table(wrows, ["value", "mean weight", "sd"])])
-
-
-# --- the command ------------------------------------------------------------------------------
-
-@click.command(name="probe", context_settings=CONTEXT_SETTINGS)
-@click.argument("input", default="-", metavar="[INPUT]")
-@click.option("--labels", "labels_path", required=True, metavar="FILE",
-              help="Scores to predict, one per subject: CSV/TSV with a header, or JSONL.")
-@click.option("--label-field", default="score", show_default=True, metavar="FIELD",
-              help="Column or field of FILE holding the score.")
-@click.option("--subject-field", default="subject", show_default=True, metavar="FIELD",
-              help="Field of INPUT naming the subject (what gpv-aggregate --by grouped on).")
-@click.option("--label-subject-field", metavar="FIELD",
-              help="Column or field of FILE naming the subject [default: --subject-field].")
-@click.option("--systems", multiple=True, default=(ALL_COMBINATIONS,), show_default=True, metavar="SPEC",
-              help="Value systems whose values are the features: a comma list of nfcc, vsm, schwartz, lvi "
-                   "(or all), one probe per option given; all-combinations: each of the 15 (paper Table 9).")
-@click.option("--splits", type=click.IntRange(min=1), default=30, show_default=True,
-              help="Random stratified train/validation/test splits (paper: 30).")
-@click.option("--split", "split_sizes", metavar="TRAIN/VAL/TEST",
-              help="Subjects in each part [default: 4/17 of them each for validation and test, the rest for "
-                   "training; 9/4/4 for the paper's 17 LLMs].")
-@click.option("--bins", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Equal-count score bins that validation and test are drawn across (paper: 4).")
-@click.option("--epochs", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Full-batch Adam steps (paper: 1000).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
-              help="Adam learning rate (paper: 0.001).")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seeds the splits and the initial weights; the report is the same for the same seed.")
-@click.option("--normalise", "normalisation", type=click.Choice(["minmax", "none"]), default="minmax",
-              show_default=True,
-              help="minmax: each value's scores over the subjects mapped to [-1, 1]; none: scores used as "
-                   "they are (already on [-1, 1]). Unmeasured values are 0 either way.")
-@click.option("--table", is_flag=True, help="Also print a readable table on stderr.")
-@click.option("-o", "--output", default="-", metavar="FILE", help="Write the JSON report to FILE instead of stdout.")
-@click.option("-q", "--quiet", is_flag=True, help="No notes on stderr (errors still).")
-@click.option("-v", "--verbose", is_flag=True, envvar="GPV_DEBUG", help="Tracebacks for errors (also GPV_DEBUG=1).")
-def probe(input, labels_path, label_field, subject_field, label_subject_field, systems, splits, split_sizes,
-          bins, epochs, lr, seed, normalisation, table, output, quiet, verbose):
-    """Predict a score table from value profiles by linear probing (GPV paper §5.2, App. D.4).
-
-    INPUT is aggregated JSONL, one record per subject (gpv-aggregate --by subject); FILE gives each
-    subject a score (in the paper, the SALAD-Bench safety score of 17 LLMs). Every subject must have
-    both. For each combination of value systems, a linear layer without bias maps a subject's values
-    (normalised to [-1, 1], unmeasured as 0) to a scalar f; for two subjects a and b, [f(a), f(b)] are
-    the logits of which one scores higher, trained with cross-entropy on all pairs of training subjects
-    (9 subjects: 36 pairs) with full-batch Adam. Pairs with equal scores are left out.
-
-    Each of --splits random splits stratifies subjects into --bins equal-count score bins and draws
-    validation and then test subjects across them (9/4/4 of 17: one of each bin in each); the same
-    splits serve every combination. The weights after the epoch with the best validation pair accuracy
-    (ties: lower validation loss) are kept and scored on the pairs of test subjects.
-
-    The JSON report on stdout gives per combination the mean and sample sd of test accuracy over splits
-    (and each split's), the subjects and pairs, and the mean weight per value over splits (comparable
-    across values thanks to the normalisation); "best" is the combination with the highest mean
-    accuracy (chosen on test accuracy, as the paper's Table 5 does: an optimistic figure). Minmax uses
-    every subject's scores, not only the training ones (no label is involved). torch runs on one thread.
-    """
-
-    def warn(message):
-        if not quiet:
-            note(COMMAND, message)
-
-    def work():
-        combos = parse_systems(systems)
-        _need_numpy()
-        if input == "-" and sys.stdin.isatty():
-            warn("reading aggregated JSONL from standard input (Ctrl-D ends it)")
-        profiles = read_profiles(input, subject_field)
-        labels = read_labels(labels_path, label_subject_field or subject_field, label_field)
-        report = run_probe(profiles, labels, combos, splits, epochs, lr, seed, bins, split_sizes,
-                           normalisation, warn=warn)
-        report = {"labels": str(labels_path), "label_field": label_field, **report}
-        data = orjson.dumps(report) + b"\n"
-        if output in (None, "-"):
-            sys.stdout.buffer.write(data)
-        else:
-            try:
-                Path(output).write_bytes(data)
-            except OSError as e:
-                raise GpvError(f"cannot write {output}: {e.strerror}") from None
-        if table:
-            click.echo(format_report(report), err=True)
-        return 0
-
-    guarded(COMMAND, verbose, work)

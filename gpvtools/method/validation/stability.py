@@ -18,7 +18,12 @@ of the value ("sparse"). An individual's sign is the sign of the exact sum of it
 
 import math
 
-import numpy as np
+from ...streaming.errors import MissingDependency
+
+try:
+    import numpy as np
+except ImportError:
+    raise MissingDependency("gpv-validate", "numpy", "validate") from None
 
 COUNTS = ("ss", "oo", "so", "os")
 

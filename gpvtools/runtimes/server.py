@@ -1,0 +1,197 @@
+"""The one way gpvtools talks to an OpenAI-compatible server (OpenAI, vLLM, llama.cpp's server, Ollama).
+
+gpv-parse and gpv-elicit (chat completions) and gpv-score (completions with log-probabilities) all go
+through `Server`: one client, built here only; one retry policy (exponential backoff with jitter on
+timeouts, connection failures, malformed answers, 429 and 5xx; a Retry-After header sets the wait);
+one translation of the client's errors into ours:
+
+- a server that cannot be reached after the retries, refuses the key, or has no such model: GpvError
+  (the run stops; what was written is complete and --resume goes on from there);
+- a request the server rejects (400, 422), or one still failing after the retries: BadRecord (that
+  record fails, handled by --on-error; the rest go on).
+
+The API key is sent only to the server it was given for and appears in no message or cache key; a
+local server needs none, so a placeholder stands in for the client's sake.
+"""
+
+import email.utils
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+
+from ..streaming.errors import BadRecord, GpvError, MissingDependency
+
+RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
+NO_KEY = "not-needed"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Where the server is and how patiently to talk to it (--base-url, --api-key, --timeout, --retries,
+    --backoff). `explicit` is whether the URL came from the command line rather than OPENAI_BASE_URL."""
+
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    timeout: float = 60.0
+    retries: int = 5
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+    explicit: bool = False
+
+
+class Transient(Exception):
+    """A failure worth retrying; `wait` is the server's Retry-After in seconds, if it gave one."""
+
+    def __init__(self, message, wait=None, unreachable=False):
+        super().__init__(message)
+        self.wait, self.unreachable = wait, unreachable
+
+
+class Refused(BadRecord):
+    """The server refused a request in a way the caller said it can recover from (e.g. a response_format
+    it does not take): raised at once, never retried."""
+
+
+@dataclass
+class Counters:
+    """Retries and final failures, added to from worker threads."""
+
+    retries: int = 0
+    failures: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts):
+        with self.lock:
+            for name, n in counts.items():
+                setattr(self, name, getattr(self, name) + n)
+
+
+def retry_after(response):
+    """Seconds from a Retry-After (or retry-after-ms) header: a number or an HTTP date; None if absent."""
+    if response is None:
+        return None
+    headers = response.headers
+    if headers.get("retry-after-ms"):
+        try:
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - time.time())
+
+
+def message_of(error):
+    """A short message from an openai error: the server's own words where it sent some."""
+    body = getattr(error, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            inner = inner.get("message") or inner
+        return str(body.get("message") or inner)[:300]
+    return (str(error).splitlines() or [type(error).__name__])[0][:300]
+
+
+class Server:
+    """An OpenAI-compatible server: `chat(...)`, `complete(...)` and `only_model()`, with retries."""
+
+    def __init__(self, settings, counters=None, what="backend 'openai'"):
+        try:
+            import openai
+        except ImportError:
+            raise MissingDependency(what, "openai", "server") from None
+        if not settings.base_url:
+            raise GpvError(f"{what} needs a server: pass --base-url or set OPENAI_BASE_URL")
+        self.openai, self.settings, self.base_url = openai, settings, settings.base_url
+        self.counters = counters or Counters()
+        # Retries are ours (counted, jittered, Retry-After obeyed), so the client makes none of its own.
+        self.client = openai.OpenAI(base_url=settings.base_url, api_key=settings.api_key or NO_KEY,
+                                    timeout=settings.timeout, max_retries=0)
+
+    # --- the calls ---------------------------------------------------------------------------------------------
+
+    def chat(self, refused=None, **kwargs):
+        """client.chat.completions.create(**KWARGS), retried. REFUSED(status, message) -> bool marks a
+        rejection the caller recovers from itself: it is raised at once as Refused."""
+        return self._with_retries(lambda: self._once(self.client.chat.completions.create, kwargs, refused))
+
+    def complete(self, **kwargs):
+        """client.completions.create(**KWARGS), retried."""
+        return self._with_retries(lambda: self._once(self.client.completions.create, kwargs, None))
+
+    def only_model(self):
+        """The one model the server serves (for when --model is not given)."""
+        openai = self.openai
+
+        def listing():
+            try:
+                return [m.id for m in self.client.models.list()]
+            except openai.APIConnectionError as e:
+                raise Transient(f"connection failed ({message_of(e)})", unreachable=True) from None
+            except openai.APIError as e:
+                raise GpvError(f"cannot list the models at {self.base_url}: {message_of(e)}; pass --model") from None
+
+        models = self._with_retries(listing)
+        if len(models) != 1:
+            raise GpvError(f"the server at {self.base_url} serves {len(models)} models; pick one with --model")
+        return models[0]
+
+    # --- one attempt, and the retries around it ------------------------------------------------------------------
+
+    def _once(self, create, kwargs, refused):
+        openai = self.openai
+        try:
+            response = create(**kwargs)
+        except openai.APITimeoutError:
+            raise Transient("the request timed out") from None
+        except openai.APIConnectionError as e:
+            raise Transient(f"connection failed ({message_of(e)})", unreachable=True) from None
+        except openai.AuthenticationError:
+            raise GpvError(f"the server at {self.base_url} refused the API key; set OPENAI_API_KEY") from None
+        except openai.NotFoundError as e:
+            raise GpvError(f"the server at {self.base_url} has no model '{kwargs.get('model')}': "
+                           f"{message_of(e)}") from None
+        except openai.APIStatusError as e:
+            if refused is not None and refused(e.status_code, message_of(e)):
+                raise Refused(f"the server refused the request: {message_of(e)}") from None
+            if e.status_code in (400, 422):
+                raise BadRecord(f"the server rejected the request: {message_of(e)}") from None
+            if e.status_code in RETRY_STATUSES or e.status_code >= 500:
+                raise Transient(f"the server answered {e.status_code}: {message_of(e)}",
+                                retry_after(e.response)) from None
+            raise GpvError(f"the server at {self.base_url} answered {e.status_code}: {message_of(e)}") from None
+        except (openai.APIResponseValidationError, ValueError) as e:
+            # A body that is not the JSON the API promises: a proxy or server fault, often passing.
+            raise Transient(f"the server's answer is malformed ({str(e)[:100]})") from None
+        choices = getattr(response, "choices", None)
+        if not choices or getattr(choices[0], "message", True) is None:
+            raise Transient("the server's answer has no choices")
+        return response
+
+    def _with_retries(self, call):
+        s = self.settings
+        attempt = 0
+        while True:
+            try:
+                return call()
+            except Transient as e:
+                if attempt >= s.retries:
+                    self.counters.add(failures=1)
+                    if e.unreachable:
+                        raise GpvError(f"cannot reach the server at {self.base_url} "
+                                       f"(after {s.retries} retries): {e}") from None
+                    raise BadRecord(f"{e} (gave up after {s.retries} retries)") from None
+                delay = e.wait if e.wait is not None else \
+                    min(s.max_backoff, s.backoff * 2 ** attempt) * random.uniform(0.5, 1.0)
+                attempt += 1
+                self.counters.add(retries=1)
+                time.sleep(delay)
