@@ -1,8 +1,9 @@
 """gpv-validate probe: the linear-probing protocol of the GPV paper (§5.2, App. D.4), piece by piece and whole.
 
 The end-to-end tests run on the paper's own GPV measurements of 17 LLMs (Tables 11-13, transcribed
-in tests/data/paper-gpv-llm-values.jsonl) with SYNTHETIC safety scores (tests/data/synthetic-safety.jsonl):
-the paper does not print the SALAD-Bench scores it probes against. See tests/data/README.md.
+in tests/data/paper-gpv-llm-values.jsonl) with SYNTHETIC safety scores (tests/data/synthetic-safety.jsonl,
+and labels planted below): the paper does not print the SALAD-Bench scores it probes against. See
+tests/data/README.md.
 """
 
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import orjson
 import pytest
 
+from gpvtools.commands.validate import probe as probe_command
 from gpvtools.method.validation import probe as P
 
 DATA = Path(__file__).parent / "data"
@@ -184,6 +186,82 @@ def test_probe_on_shuffled_labels_is_near_chance():
     assert 0.35 <= result["accuracy"]["mean"] <= 0.65, result["accuracy"]
 
 
+# Ye et al., GPV paper, Table 10: the mean probe weight per VSM value, planted below as the true relation.
+PLANTED = {"Long Term Orientation": 0.80, "Indulgence": 0.36, "Uncertainty Avoidance": 0.19,
+           "Masculinity": -0.46, "Power Distance": -0.81, "Individualism": -0.84}
+
+
+def planted_case():
+    """The paper's 17 LLMs with SYNTHETIC scores (tests/data/synthetic-safety.jsonl): Table 10's weights on
+    their VSM values plus noise, as make_synthetic_safety.py writes them.
+
+    The values are min-max scaled as the probe scales them. The noise is a seeded Gaussian draw made
+    uncorrelated with the planted signal in the sample and rescaled to a sample sd of exactly 0.4. The raw
+    draw (what the file held before) had sample sd 0.51 and correlation -0.45 with the signal and hid the
+    relation from 9 training subjects: the probe scored 53.9% and least squares 57.8% on it, inside the
+    range of shuffled labels (bench/probe.py, bench/RESULTS.md).
+    """
+    profiles = P.read_profiles(str(PAPER_VALUES))
+    subjects = list(profiles)
+    values = P.combination_values(("vsm",))
+    x = P.normalise(P.feature_matrix(profiles, subjects, values))
+    labels = P.read_labels(str(SYNTHETIC_SAFETY))
+    return subjects, values, x, np.array([labels[s] for s in subjects])
+
+
+def test_the_synthetic_labels_are_the_planted_relation_plus_uncorrelated_noise():
+    subjects, values, x, y = planted_case()
+    signal = x @ np.array([PLANTED[v] for v in values])
+    noise = y - signal
+    assert abs(noise.std(ddof=1) - 0.4) < 1e-3 and abs(noise.mean()) < 1e-3  # rounded to 4 places on file
+    assert abs(np.corrcoef(noise, signal)[0, 1]) < 1e-2
+
+
+def required_accuracy(x, values, y):
+    """(ceiling, bound): the planted weights' own mean accuracy on the test pairs of the command's 30 splits
+    (run_probe draws them from 4 score bins with numpy's Generator(0)), and what a probe must reach.
+
+    A probe learns 6 weights from the 36 pairs of 9 subjects, so it cannot be asked to match the weights
+    that made the labels; it must win at least half of their margin over chance (50%).
+    """
+    parts = P.draw_splits(P.score_bins(y, 4), (9, 4, 4), 30, seed=0)
+    w = np.array([PLANTED[v] for v in values])
+    ceiling = P.held_out_accuracy(x, [w] * 30, [P.make_pairs(test, y) for _, _, test in parts]).mean()
+    return ceiling, 0.5 + (ceiling - 0.5) / 2
+
+
+def test_probe_recovers_the_relation_planted_in_the_paper_tables(invoke, tmp_path):
+    subjects, values, x, y = planted_case()
+    # the paper's protocol: the command's defaults (30 splits of 9/4/4, 1000 epochs, lr 0.001)
+    result = invoke(probe_command, [str(PAPER_VALUES), "--labels", str(SYNTHETIC_SAFETY), "--systems", "vsm"])
+    assert result.exit_code == 0, result.stderr
+    r = orjson.loads(result.stdout)["results"][0]
+    ceiling, bound = required_accuracy(x, values, y)
+    assert ceiling > 0.9  # the noise leaves the planted relation visible on the test pairs
+    assert r["accuracy"]["mean"] >= bound, (r["accuracy"], ceiling)
+    assert {v: np.sign(m) for v, m in r["weights"].items()} == {v: np.sign(m) for v, m in PLANTED.items()}
+
+
+def test_the_planted_relation_shuffled_across_subjects_falls_to_chance():
+    """The control of the test above: the same features, protocol and bound, the labels permuted.
+
+    One permutation would be a poor control: with 17 subjects and 6 features a random labelling often
+    has a linear relation of its own that holds across the splits (over 40 permutations of these labels
+    the probe's mean accuracy has sd 7.7 points, 95th percentile 62.3%, maximum 80.0%; bench/probe.py).
+    So this takes 10, trained as one batch, each permutation's probes starting as run_probe's would,
+    and allows one of them past the bound.
+    """
+    subjects, values, x, y = planted_case()
+    _, bound = required_accuracy(x, values, y)
+    shuffled = [y[np.random.default_rng(k).permutation(len(y))] for k in range(10)]
+    pairs = [tuple(P.make_pairs(part, ys) for part in split) for ys in shuffled
+             for split in P.draw_splits(P.score_bins(ys, 4), (9, 4, 4), 30, seed=0)]
+    weights, _, _ = P.train_probes(x, [(train, val) for train, val, _ in pairs], ids=list(range(30)) * 10)
+    acc = P.held_out_accuracy(x, weights, [test for _, _, test in pairs]).reshape(10, 30).mean(axis=1)
+    assert 0.4 <= acc.mean() <= 0.6, acc
+    assert (acc >= bound).sum() <= 1, (acc, bound)
+
+
 # --- (3) the command, end to end on the paper's tables ----------------------------------------
 
 def args(*extra):
@@ -191,9 +269,10 @@ def args(*extra):
 
 
 def test_command_report_on_the_paper_tables(invoke):
-    result = invoke(P.probe, args("--systems", "all-combinations", "--table"))
+    result = invoke(probe_command, args("--systems", "all-combinations", "--table"))
     assert result.exit_code == 0, result.stderr
     report = orjson.loads(result.stdout)  # stdout is the JSON report and nothing else
+    assert report["check"] == "probe"
     assert report["subjects"] == 17
     assert report["split"] == {"train": 9, "val": 4, "test": 4}
     assert (report["splits"], report["epochs"], report["lr"], report["seed"]) == (5, 200, 0.001, 0)
@@ -203,7 +282,10 @@ def test_command_report_on_the_paper_tables(invoke):
         assert r["subjects"] == 17
         assert r["pairs"] == {"all": 136, "train": 36, "val": 6, "test": 6}
         assert len(r["accuracy"]["splits"]) == 5
-        assert 0 <= r["accuracy"]["mean"] <= 1
+        # the summary is the splits' own mean and sample sd (each split rounded to 6 places)
+        splits = np.array(r["accuracy"]["splits"])
+        assert abs(r["accuracy"]["mean"] - splits.mean()) < 1e-6
+        assert abs(r["accuracy"]["sd"] - splits.std(ddof=1)) < 1e-5
         # a test accuracy is a count of 6 pairs
         assert all(abs(a * 6 - round(a * 6)) < 1e-4 for a in r["accuracy"]["splits"])
         n_values = sum(sizes[s] for s in r["systems"]) - ({"schwartz", "lvi"} <= set(r["systems"]))
@@ -224,9 +306,9 @@ def test_command_report_on_the_paper_tables(invoke):
 
 
 def test_command_is_deterministic_for_a_seed(invoke):
-    first = invoke(P.probe, args("--systems", "vsm", "--systems", "schwartz,vsm"))
-    again = invoke(P.probe, args("--systems", "vsm", "--systems", "schwartz,vsm"))
-    other = invoke(P.probe, args("--systems", "vsm", "--systems", "schwartz,vsm", "--seed", "1"))
+    first = invoke(probe_command, args("--systems", "vsm", "--systems", "schwartz,vsm"))
+    again = invoke(probe_command, args("--systems", "vsm", "--systems", "schwartz,vsm"))
+    other = invoke(probe_command, args("--systems", "vsm", "--systems", "schwartz,vsm", "--seed", "1"))
     assert first.exit_code == again.exit_code == other.exit_code == 0
     assert first.stdout == again.stdout
     assert first.stdout != other.stdout
@@ -237,9 +319,9 @@ def test_labels_from_csv_with_other_column_names(invoke, tmp_path):
     rows = [orjson.loads(line) for line in SYNTHETIC_SAFETY.read_bytes().splitlines()]
     csv = tmp_path / "safety.csv"
     csv.write_text("model,safety\n" + "".join(f"{r['subject']},{r['score']}\n" for r in rows))
-    from_csv = invoke(P.probe, args("--systems", "vsm", "--labels", str(csv), "--label-field", "safety",
+    from_csv = invoke(probe_command, args("--systems", "vsm", "--labels", str(csv), "--label-field", "safety",
                                     "--label-subject-field", "model"))
-    from_jsonl = invoke(P.probe, args("--systems", "vsm"))
+    from_jsonl = invoke(probe_command, args("--systems", "vsm"))
     assert from_csv.exit_code == 0, from_csv.stderr
     assert orjson.loads(from_csv.stdout)["results"] == orjson.loads(from_jsonl.stdout)["results"]
 
@@ -250,7 +332,7 @@ def test_subjects_without_label_or_profile_are_named(invoke, tmp_path):
     inp.write_bytes(jsonl(profiles))
     labels = tmp_path / "labels.csv"
     labels.write_text("subject,score\n" + "".join(f"{s},{i}\n" for i, s in enumerate("abcdef")) + "g,\nz,3\n")
-    result = invoke(P.probe, [str(inp), "--labels", str(labels), "--systems", "schwartz"])
+    result = invoke(probe_command, [str(inp), "--labels", str(labels), "--systems", "schwartz"])
     assert result.exit_code == 1
     assert result.stdout == ""
     assert result.stderr == ("gpv-validate probe: error: 2 subject(s) without a label: g, h; "
@@ -260,25 +342,38 @@ def test_subjects_without_label_or_profile_are_named(invoke, tmp_path):
 def test_bad_input_line_and_unknown_system(invoke, tmp_path):
     inp = tmp_path / "in.jsonl"
     inp.write_bytes(jsonl([profile("a", Power=0.1)]) + b'{"subject": "b", "values": {"Power": {"score": "high"}}}\n')
-    result = invoke(P.probe, [str(inp), "--labels", str(SYNTHETIC_SAFETY), "--systems", "schwartz"])
+    result = invoke(probe_command, [str(inp), "--labels", str(SYNTHETIC_SAFETY), "--systems", "schwartz"])
     assert result.exit_code == 1
     assert result.stderr == ("gpv-validate probe: error: line 2: values.Power: the score must be a finite "
                              "number or null\n")
-    result = invoke(P.probe, args("--systems", "vsm,hofstede"))
+    result = invoke(probe_command, args("--systems", "vsm,hofstede"))
     assert result.exit_code == 2
     assert "unknown value system 'hofstede'" in result.stderr
 
 
 def test_empty_input(invoke):
-    result = invoke(P.probe, ["--labels", str(SYNTHETIC_SAFETY)], input=b"")
+    result = invoke(probe_command, ["--labels", str(SYNTHETIC_SAFETY)], input=b"")
     assert result.exit_code == 1
     assert result.stderr == ("gpv-validate probe: error: no value profile in the input (expected aggregated "
                              "JSONL, one record per subject)\n")
 
 
 def test_help(invoke):
-    result = invoke(P.probe, ["--help"])
+    result = invoke(probe_command, ["--help"])
     assert result.exit_code == 0
     assert result.stdout.startswith("Usage: probe [OPTIONS] [INPUT]")
     for option in ("--labels", "--systems", "--splits", "--epochs", "--lr", "--seed", "--table"):
         assert option in result.stdout
+    # the command spells out the library's default, so that --help need not import numpy
+    assert probe_command.params[[p.name for p in probe_command.params].index("systems")].default == (
+        P.ALL_COMBINATIONS,)
+
+
+def test_the_library_knows_nothing_of_click():
+    import subprocess
+    import sys
+
+    code = ("import sys, gpvtools.method.validation.probe; "
+            "print(sorted(m for m in ('click', 'gpvtools.commands') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
