@@ -140,7 +140,8 @@ def _hung_up(sock):
 
 
 def request_digest(body):
-    """What identifies a chat request: its messages (the same chunk asks the same thing)."""
+    """What identifies a model request: a chat's messages (the same chunk asks the same thing), else the whole
+    body (a completion's prompt with its parameters)."""
     try:
         messages = json.loads(body)["messages"]
     except (ValueError, KeyError, TypeError):
@@ -148,19 +149,27 @@ def request_digest(body):
     return hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
 
 
+FAULTED_PATHS = ("/chat/completions", "/completions")  # gpv-parse and gpv-elicit chat; gpv-score completes
+
+
 class FaultProxy(_Base):
-    """Forwards to UPSTREAM, except that chat requests take the next fault from `faults` first.
+    """Forwards to UPSTREAM, except that model requests (POST /chat/completions or /completions) take the next
+    fault from `faults` first.
 
     Faults: "timeout" (hold the request SECONDS then drop it), "429" (with Retry-After: 1), "500", "503",
     "reset" (TCP RST), "malformed" (200 with a body that is not JSON), "empty" (200, no body),
-    "empty-content" (the upstream's answer with the message content emptied), None (forward).
-    `log` records (time, digest, what happened) per chat request.
+    "empty-content" (the upstream's answer with the message content, or a completion's text, emptied),
+    None (forward).
+    `log` records (time, digest, what happened) per model request; `requests` keeps each one's path and
+    parsed body, in arrival order; `injected` counts the faults actually served, by name.
     """
 
-    def __init__(self, upstream, faults=(), hold=3.0):
+    def __init__(self, upstream, faults=(), hold=3.0, paths=FAULTED_PATHS):
         super().__init__()
-        self.upstream, self.faults, self.hold = upstream, list(faults), hold
+        self.upstream, self.faults, self.hold, self.paths = upstream, list(faults), hold, tuple(paths)
         self.log = []
+        self.requests = []  # (path, body as parsed JSON, or the raw bytes when it is not JSON)
+        self.injected = {}
 
     def get(self, h):
         status, body, _ = self._forward("GET", h.path, None)
@@ -176,9 +185,16 @@ class FaultProxy(_Base):
             return e.code, e.read(), e.headers
 
     def post(self, h, body):
-        chat = h.path.endswith("/chat/completions")
+        model_request = h.path.endswith(self.paths)  # faults apply to it, and it is logged
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = body
         with self.lock:
-            fault = self.faults.pop(0) if chat and self.faults else None
+            fault = self.faults.pop(0) if model_request and self.faults else None
+            self.requests.append((h.path, parsed))
+            if fault is not None:
+                self.injected[fault] = self.injected.get(fault, 0) + 1
         digest = request_digest(body)
         if fault == "timeout":
             self._note(digest, "timeout")
@@ -207,9 +223,13 @@ class FaultProxy(_Base):
         status, answer, headers = self._forward("POST", h.path, body)
         if fault == "empty-content" and status == 200:
             data = json.loads(answer)
-            data["choices"][0]["message"]["content"] = ""
+            choice = data["choices"][0]
+            if "message" in choice:
+                choice["message"]["content"] = ""
+            else:
+                choice["text"] = ""
             answer = json.dumps(data).encode()
-        if chat:
+        if model_request:
             self._note(digest, fault or f"forwarded {status}")
         h._send(status, answer)
 
@@ -270,6 +290,32 @@ def chat_answer(content, model, prompt_tokens=0):
     return {"id": "s", "object": "chat.completion", "created": 0, "model": model,
             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(content.split()), "total_tokens": 0}}
+
+
+
+class GatedChatServer(DelayChatServer):
+    """The delay server, but once armed (`gate` set to N) it holds every request until N are held at once;
+    then it answers them all and every later one as usual. `held_at_once` is the most held together;
+    `gate_timed_out` says whether a request gave up waiting (after DEADLINE) instead."""
+
+    def __init__(self, deadline=180, **kwargs):
+        super().__init__(**kwargs)
+        self.deadline = deadline
+        self.gate, self.held, self.held_at_once, self.gate_timed_out = None, 0, 0, False
+        self.opened = threading.Event()
+
+    def post(self, h, body):
+        if self.gate is not None:
+            with self.lock:
+                self.held += 1
+                self.held_at_once = max(self.held_at_once, self.held)
+                if self.held >= self.gate:
+                    self.opened.set()
+            if not self.opened.wait(self.deadline):
+                self.gate_timed_out = True
+            with self.lock:
+                self.held -= 1
+        super().post(h, body)
 
 
 class ScriptedChatServer(_Base):

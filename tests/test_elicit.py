@@ -293,10 +293,10 @@ def test_empty_answers_give_no_record_and_refusals_pass_on_to_parse_and_aggregat
     with ScriptedChatServer(parser, model="parser") as p:
         parsed = invoke(parse.main, ["--prompt", "ai", "--base-url", p.url, *remote(cache_dir)], result.stdout)
         seen = [user_text(r) for r in p.requests]
-        system = system_text(p.requests[0])
+        systems = {system_text(r) for r in p.requests}  # -j: the requests may arrive in any order
     assert parsed.exit_code == 0, parsed.stderr
     assert 'Question: "Would you accept a promotion?"\n\nAnswer: "I cannot help with that."' in seen
-    assert system == parsing.system_prompt(preset="ai") and "refuses" in system
+    assert systems == {parsing.system_prompt(preset="ai")} and "refuses" in parsing.system_prompt(preset="ai")
     perceptions = lines(parsed.stdout)
     assert [r["id"] for r in perceptions] == ["Power#q0@good#p0", "Power#q0@shy#p0", "Power#q1@good#p0",
                                               "Benevolence#q0@good#p0"]
@@ -364,13 +364,18 @@ def test_killed_and_resumed_equals_one_clean_run(tmp_path):
         written = 0
         for _ in range(3):
             proc = subprocess.Popen(args + ["-o", str(out), "--resume", "-q"], env=env)
-            # kill it once it has written something more (the command takes a while to start), at a random moment
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and (not out.exists() or out.read_bytes().count(b"\n") <= written):
+            # Kill it once it has written a drawn number of answers more than the last run left (the command
+            # takes a while to start; the wait ends on that growth, with a generous deadline for a loaded
+            # machine). Each run has 80 answers to give; the three kills take at most 3 x 8 of them.
+            target = written + rng.randint(1, 8)
+            deadline = time.monotonic() + 120
+            while not out.exists() or out.read_bytes().count(b"\n") < target:
+                assert proc.poll() is None, f"the run ended before it was killed (status {proc.returncode})"
+                assert time.monotonic() < deadline, f"no new answer within 120 s ({written} before)"
                 time.sleep(0.02)
-            time.sleep(rng.uniform(0.0, 0.3))
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+            assert proc.returncode == -signal.SIGKILL  # the kill ended a running command
             written = out.read_bytes().count(b"\n")
         partial = len(out.read_bytes().splitlines())
         subprocess.run(args + ["-o", str(out), "--resume", "-q"], env=env, check=True)
@@ -479,7 +484,7 @@ def test_two_real_models_end_to_end_with_lineage(tmp_path):
             assert profile["values"][value]["n"] == len(measured)
             if measured:
                 assert profile["values"][value]["score"] == pytest.approx(sum(measured) / len(measured))
-            # and every piece of evidence traces back to a question written for one of the values
-            for r in own:
-                assert by_question[by_answer[r["id"].rsplit("#p", 1)[0]]["id"].rsplit("@", 1)[0]]["value"] in values
+    # (That every piece of evidence traces back to a question written for one of the values is the chain
+    # above: each scored perception carries its answer's question and value, each answer its question's,
+    # and the questions' values are exactly VALUES.)
     print("".join(f"\n{p['subject']}: {json.dumps(p['values'])}" for p in profiles))

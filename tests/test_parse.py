@@ -20,7 +20,7 @@ from gpvtools.commands import parse
 from gpvtools.streaming.errors import BadRecord
 from gpvtools.runtimes.cache import ResponseCache, request_key
 
-from .servers import DelayChatServer, FaultProxy, start_llama_server, stop_server
+from .servers import DelayChatServer, FaultProxy, GatedChatServer, start_llama_server, stop_server
 
 CHUNKS = [
     {"id": "a#c0", "doc_id": "a", "author": "ann", "text": "I help my neighbours every week. Family comes first for me."},
@@ -168,13 +168,16 @@ def test_a_second_run_is_answered_from_the_cache(invoke, cache_dir):
 def test_concurrency_keeps_input_order(invoke, cache_dir):
     chunks = [{"id": f"d{i}", "text": f"Sentence number {i} is here. And another one for {i} too."}
               for i in range(40)]
-    with DelayChatServer(delay=0.01, jitter=0.2) as server:
+    # The server answers nothing until 8 requests are held at once, so any answer proves -j 8 keeps 8 in
+    # flight (no clock in the verdict); its peak proves it never keeps more.
+    with GatedChatServer(delay=0.01, jitter=0.2, deadline=120) as server:
+        server.gate = 8
         result = invoke(parse.main, remote(server.url, cache_dir, "-j", "8", "--no-cache"), jsonl(chunks))
-        peak = server.peak
-    assert result.exit_code == 0
+        held, peak, timed_out = server.held_at_once, server.peak, server.gate_timed_out
+    assert result.exit_code == 0, result.stderr
     ids = [r["id"] for r in lines(result.stdout)]
     assert ids == [f"d{i}#p{k}" for i in range(40) for k in (0, 1)]
-    assert 2 <= peak <= 8
+    assert held >= 8 and not timed_out and peak == 8, (held, peak, timed_out)
 
 
 def test_subject_field_must_be_a_name(invoke, cache_dir):
@@ -246,11 +249,25 @@ def test_killed_and_resumed_equals_one_clean_run_and_sends_no_chunk_twice(tmp_pa
         server.answered.clear()
         out = tmp_path / "out.jsonl"
         rng = random.Random(7)
+        total = clean.count(b"\n")
+        step = total // 15  # five runs take at most a third of the records, leaving work to the last
+        written = 0
         for _ in range(5):
+            # Killed once it has written a drawn number of records more than the last kill left: every kill
+            # lands on a running process that made progress in that run, however slow the machine (the wait
+            # ends on the file's growth, with a generous deadline, not on the clock).
+            target = written + rng.randint(1, step)
             proc = subprocess.Popen(args + ["-o", str(out), "--resume", "-q"], env=env)
-            time.sleep(rng.uniform(0.5, 1.5))  # the command takes ~0.5 s to start
+            deadline = time.monotonic() + 120
+            while not (out.exists() and out.read_bytes().count(b"\n") >= target):
+                assert proc.poll() is None, f"gpv-parse ended before it was killed (status {proc.returncode})"
+                assert time.monotonic() < deadline, f"no progress past {written} records within 120 s"
+                time.sleep(0.01)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+            assert proc.returncode == -signal.SIGKILL  # it was running when killed
+            written = out.read_bytes().count(b"\n")
+        assert written < total
         subprocess.run(args + ["-o", str(out), "--resume", "-q"], env=env, check=True)
         answered, abandoned = dict(server.answered), server.abandoned
         # Whatever reached the cache is never asked for again: a whole new run sends nothing.

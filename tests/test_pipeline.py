@@ -36,7 +36,14 @@ def test_gzip_file_and_stdout_streaming(posts_path, tmp_path):
 def test_sigterm_stops_cleanly_with_complete_output(posts_path, tmp_path):
     out = tmp_path / "out.jsonl"
     proc = subprocess.Popen(["gpv-chunk", str(posts_path), "-o", str(out)], stderr=subprocess.PIPE)
-    time.sleep(2.0)
+    # Signal it once it has written a whole record (and so is in its loop, its handler set), while it still
+    # has work (the whole file takes it ~10 s): observed, not guessed from the clock.
+    deadline = time.monotonic() + 120
+    while not (out.exists() and b"\n" in out.read_bytes()):
+        assert proc.poll() is None, f"gpv-chunk ended before the signal: {proc.stderr.read().decode()}"
+        assert time.monotonic() < deadline, "gpv-chunk wrote nothing within 120 s"
+        time.sleep(0.01)
+    assert proc.poll() is None, "gpv-chunk finished before the signal"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 143

@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from .conftest import SHARED
-from .servers import DelayChatServer, _Base, start_llama_server, stop_server
+from .servers import DelayChatServer, GatedChatServer, _Base, start_llama_server, stop_server
 
 LEXICON = str(SHARED / "data" / "dictionaries" / "schwartz-values-en.json")
 
@@ -361,11 +361,31 @@ def docs(path):
     return {r["id"].split("#")[0] for r in read(path)}
 
 
-def wait_for(predicate, seconds=30):
+def wait_for(predicate, seconds=120):
     deadline = time.monotonic() + seconds
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+READ = {"x86_64": 0, "aarch64": 63}  # read(2)'s number, as /proc/PID/syscall shows it
+
+
+def waits_for_more_input(proc):
+    """True when PROC has taken every byte written to its stdin pipe and its main thread sleeps in read(2) on
+    stdin again: a stage reading line by line asks for more only after it has handled each line it holds."""
+    import platform
+
+    unread = array.array("i", [0])
+    fcntl.ioctl(proc.stdin.fileno(), termios.FIONREAD, unread, True)
+    if unread[0]:
+        return False
+    try:
+        state = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        call = Path(f"/proc/{proc.pid}/syscall").read_text().split()
+    except OSError:
+        return False
+    return state == "S" and call[:2] == [str(READ[platform.machine()]), "0x0"]
 
 
 def _default_sigint():
@@ -384,8 +404,12 @@ def test_signal_ends_a_stage_cleanly_with_its_output_flushed(stage, signum, tmp_
                             env=clean_env(tmp_path), preexec_fn=_default_sigint)
     proc.stdin.write(jsonl(record(i) for i in range(8)))
     proc.stdin.flush()
-    if stage == "aggregate":
-        time.sleep(1.5)  # nothing shows until the end; give it time to read what it was sent
+    if stage == "aggregate":  # nothing shows until the end: wait until it has read all 8 and asks for more
+        def read_all():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            return waits_for_more_input(proc)
+
+        wait_for(read_all)
     else:
         # gpv-parse keeps its last chunk (up to -j chunks in flight) until the next line arrives or input ends
         wanted = 7 if stage == "parse" else 8
@@ -492,19 +516,24 @@ def same_numbers(a, b, tol=1e-4):
 
 
 def test_four_parse_shards_at_once_against_one_server(tmp_path):
+    """One client with -j 4 has at most 4 requests in flight, so the server answers nothing until 5 are
+    in flight: the shards must run at once for any of them to get an answer (with no clock in the verdict)."""
     chunks = [{"id": f"d{i}#c{k}", "doc_id": f"d{i}", "text": f"Document {i} chunk {k} says I value honesty. "
                f"It also says that family comes first for me."} for i in range(40) for k in range(2)]
     data = tmp_path / "chunks.jsonl"
     data.write_bytes(jsonl(chunks))
     env = clean_env(tmp_path)
-    with DelayChatServer(delay=0.05, jitter=0.05) as server:
-        argv = [gpv("parse"), "-q", "--base-url", server.url, "-j", "4", "--no-cache", str(data)]
+    with GatedChatServer(delay=0.05, jitter=0.05, deadline=DEADLINE) as server:
+        argv = [gpv("parse"), "-q", "--base-url", server.url, "-j", "4", "--no-cache", "--timeout", str(2 * DEADLINE),
+                str(data)]
         single = subprocess.run(argv, capture_output=True, env=env, check=True).stdout
         server.answered.clear()
+        server.gate = 5
         parts = run_shards(argv, 4, env)
-        answered, peak = dict(server.answered), server.peak
+        answered, held, timed_out = dict(server.answered), server.held_at_once, server.gate_timed_out
     assert all(parts)
-    assert peak > 4  # more requests in flight than one client's -j 4: the shards really ran at once
+    # more requests in flight than one client's -j 4: the shards really ran at once
+    assert held >= 5 and not timed_out, (held, timed_out)
     lines = sorted(line for part in parts for line in part.splitlines())
     assert lines == sorted(single.splitlines())  # the same records: none lost, none twice
     assert len(answered) == len(chunks) and set(answered.values()) == {1}  # each chunk asked once, by one shard
@@ -625,10 +654,13 @@ def test_remote_code_in_a_model_directory_is_never_run(tiny_model_dir, tmp_path)
     config.update(model_type="evil", auto_map={"AutoConfig": "configuration_evil.EvilConfig",
                                                "AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"})
     (d / "config.json").write_text(json.dumps(config))
-    with pytest.raises(Exception) as e:
+    # Refused by transformers itself, because gpvtools passes trust_remote_code=False: a ValueError asking for
+    # trust_remote_code=True. Any other failure (a bad fixture, an import error) would leave the marker
+    # unwritten too, and prove nothing; so the refusal must be this one.
+    with pytest.raises(ValueError, match=r"(?s)custom code .*trust_remote_code=True") as e:
         load_model(d, device="cpu")
     assert not marker.exists(), "the model directory's own code ran"
-    assert "trust_remote_code" in str(e.value) or "evil" in str(e.value)
+    assert str(d) in str(e.value)  # about this directory
 
 
 def test_training_checkpoints_load_weights_only():

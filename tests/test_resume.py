@@ -1,6 +1,5 @@
 """--resume: complete work is kept, torn and partial work is redone, nothing is duplicated."""
 
-import os
 import random
 import signal
 import subprocess
@@ -76,14 +75,28 @@ def test_sigkill_at_random_moments_then_resume_equals_one_clean_run(posts_path, 
     out = tmp_path / "out.jsonl"
     rng = random.Random(20261128)
     cmd = [sys.executable, "-m", "gpvtools.commands.chunk", "-q", str(posts_path), "-o", str(out), "--resume"]
-    sizes = []
+    total = clean.read_bytes().count(b"\n")
+    # Each run is killed once its output holds a drawn number of records more than the last kill left, so
+    # every kill lands on a running process that has made progress in that run, however slow the machine
+    # (the wait ends on the file's growth, with a generous deadline, not on the clock). Five runs take at
+    # most a third of the records between them, leaving the rest to the last.
+    step = total // 15
+    assert step >= 1
+    records = []
     for _ in range(5):
+        before = records[-1] if records else 0
+        target = before + rng.randint(1, step)
         proc = subprocess.Popen(cmd)
-        time.sleep(rng.uniform(0.8, 2.5))
+        deadline = time.monotonic() + 120
+        while not (out.exists() and out.read_bytes().count(b"\n") >= target):
+            assert proc.poll() is None, f"gpv-chunk ended before it was killed (status {proc.returncode})"
+            assert time.monotonic() < deadline, f"no progress past {before} records within 120 s"
+            time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        sizes.append(os.path.getsize(out))
-    assert sizes == sorted(sizes) and sizes[-1] > 0  # progress was made and kept between kills
+        assert proc.returncode == -signal.SIGKILL  # it was running when killed
+        records.append(out.read_bytes().count(b"\n"))
+    assert records[-1] < total, records  # the last run still had work to do
     subprocess.run(cmd, check=True)
     assert out.read_bytes() == clean.read_bytes()
     ids = [orjson.loads(x)["id"] for x in out.read_bytes().splitlines()]

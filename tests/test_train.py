@@ -158,19 +158,41 @@ def test_resume_after_the_last_step_evaluates_and_keeps_the_final_loss(tiny_run)
 
 
 def test_trained_adapter_is_used_by_gpv_score_on_both_backends(tiny_run, invoke):
+    """Each backend scored with and without the adapter. What must be shown is that each loaded it and that it
+    does the same there: so the adapter must move each backend's scores by more than the two backends then
+    differ, and move them alike. llama.cpp runs on the float32 copy (--precision f32): with the Q4_1 kernels
+    the bases alone differ by ~0.03 on average (test_score_backends.py), more than a 4-step adapter moves
+    anything, and a backend that ignored the adapter could not be told from one that used it."""
     out, _, _ = tiny_run
     records = b"".join(orjson.dumps({"id": str(i), "perception": t}) + b"\n" for i, t in enumerate(
         ["I always help my family first.", "Winning matters more than anything.", "I enjoy a quiet routine."]))
     base = builtin_gguf()
-    lcpp = invoke(score.main, ["-m", base, "--adapter", str(out / "adapter.gguf"), "--values", "vsm"], records)
-    hf = invoke(score.main, ["-m", base, "-b", "transformers", "--adapter", str(out / "adapter"),
-                             "--values", "vsm"], records)
-    plain = invoke(score.main, ["-m", base, "--values", "vsm"], records)
-    assert lcpp.exit_code == hf.exit_code == plain.exit_code == 0, lcpp.stderr + hf.stderr
-    p = [np.array([v["relevance"] for r in map(orjson.loads, x.stdout.splitlines()) for v in r["values"].values()])
-         for x in (lcpp, hf, plain)]
-    assert np.abs(p[0] - p[1]).mean() < 0.05          # the same adapter through GGUF and peft
-    assert np.abs(p[0] - p[2]).max() > 1e-4           # and it changed the model
+    runs = {
+        "llama-cpp": invoke(score.main, ["-m", base, "--precision", "f32", "--adapter", str(out / "adapter.gguf"),
+                                         "--values", "vsm"], records),
+        "llama-cpp plain": invoke(score.main, ["-m", base, "--precision", "f32", "--values", "vsm"], records),
+        "transformers": invoke(score.main, ["-m", base, "-b", "transformers", "--adapter", str(out / "adapter"),
+                                            "--values", "vsm"], records),
+        "transformers plain": invoke(score.main, ["-m", base, "-b", "transformers", "--values", "vsm"], records),
+    }
+    for name, run in runs.items():
+        assert run.exit_code == 0, (name, run.stderr)
+    p = {name: np.array([v["relevance"] for r in map(orjson.loads, run.stdout.splitlines())
+                         for v in r["values"].values()]) for name, run in runs.items()}
+    moved = {b: p[b] - p[f"{b} plain"] for b in ("llama-cpp", "transformers")}  # what the adapter did
+    backends = np.abs(p["llama-cpp"] - p["transformers"]).mean()
+    print(f"\nmean |Δp_rel|: adapter on llama-cpp {np.abs(moved['llama-cpp']).mean():.5f}, on transformers "
+          f"{np.abs(moved['transformers']).mean():.5f}; between the backends with it {backends:.5f}, without it "
+          f"{np.abs(p['llama-cpp plain'] - p['transformers plain']).mean():.5f}; between the two moves "
+          f"{np.abs(moved['llama-cpp'] - moved['transformers']).mean():.5f}")
+    # Measured: the adapter moves p_rel by 0.081 on average on both backends, which then differ by 0.0003.
+    # Each backend loaded it: had one not, the backends would differ by the adapter's whole move (a ratio of
+    # 1), and by half of it (a ratio of 2) had it applied half the adapter; 4 leaves neither through.
+    for b in moved:
+        assert np.abs(moved[b]).mean() > 4 * backends, b
+    # and it did the same in both: the two moves differ by under a quarter of their size (half an adapter in
+    # one backend would make them differ by half)
+    assert np.abs(moved["llama-cpp"] - moved["transformers"]).mean() < 0.25 * np.abs(moved["transformers"]).mean()
 
 
 def test_gguf_lora_export_matches_peft_on_a_strong_random_adapter(tmp_path, monkeypatch):
