@@ -49,7 +49,8 @@ def accuracy(examples, results_by_text):
              for i, e in enumerate(examples, 1))
     decisions = validation_accuracy.labelled_decisions(items)
     labels = {"relevance": validation_accuracy.RELEVANCE_LABELS, "valence": validation_accuracy.VALENCE_LABELS}
-    return {task: validation_accuracy.summary(gold, decided, labels[task]) for task, (gold, decided) in decisions.items()}
+    return {task: validation_accuracy.summary(gold, decided, labels[task])
+            for task, (gold, decided) in decisions.items()}
 
 
 def recall(s, label):

@@ -15,7 +15,6 @@ import argparse
 import sys
 import time
 
-import numpy as np
 
 from gpvtools.runtimes.models import builtin_gguf
 from gpvtools.method.scoring import LABELS, first_label_tokens
