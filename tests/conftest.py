@@ -69,3 +69,16 @@ def sentences(posts_path):
     found = blog_sentences(posts_path, 200)
     assert len(found) == 200
     return found
+
+
+# Fixtures that load or train a real model once per module: every test that uses one is slow too, so
+# that `make test-fast` (pytest -m "not slow") never pays for them. Tests slow in their own right carry
+# @pytest.mark.slow where they are defined.
+HEAVY_FIXTURES = {"llama_run", "hf_batches", "llama", "llama_rel", "llama_by_precision", "hf", "hf_rel", "server",
+                  "bos_gguf", "tiny_run", "builtin_chunks", "core"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

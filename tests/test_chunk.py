@@ -22,6 +22,7 @@ def posts(posts_path):
     return [orjson.loads(line) for line in posts_path.read_bytes().splitlines()]
 
 
+@pytest.mark.slow
 def test_posts_become_bounded_chunks(builtin_chunks, posts):
     counter = make_counter("builtin")
     assert len(builtin_chunks) > len(posts)

@@ -349,6 +349,7 @@ def test_a_subject_that_keeps_failing_is_an_error_for_its_question(invoke, cache
     assert [r["id"] for r in out[1:]] == ["Power#q1@a", "Power#q1@b"]
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_equals_one_clean_run(tmp_path):
     questions = [{"id": f"q{i}", "doc_id": f"q{i}", "question": f"Dilemma {i}: what do you do, and why?"}
                  for i in range(40)]

@@ -265,6 +265,7 @@ def check_emit_and_skip(invoke, command, args, data, keys, kinds, source_of, emp
     return made, err_lines, silent
 
 
+@pytest.mark.slow
 @FUZZ
 @given(jsonl_input(text_record("text")))
 def test_fuzz_chunk(invoke, case):
@@ -280,6 +281,7 @@ def test_fuzz_chunk(invoke, case):
         assert 0 <= r["chunk"] < r["n_chunks"] and 0 < r["tokens"] <= 20
 
 
+@pytest.mark.slow
 @FUZZ
 @given(jsonl_input(text_record("text", huge=10)))
 def test_fuzz_parse_sentences(invoke, case):
@@ -307,6 +309,7 @@ def test_fuzz_parse_sentences(invoke, case):
         assert r["perception"].strip() and r["perception_index"] < r["n_perceptions"]
 
 
+@pytest.mark.slow
 @FUZZ
 @given(jsonl_input(text_record("text")))
 def test_fuzz_score_dictionary(invoke, case):
@@ -319,6 +322,7 @@ def test_fuzz_score_dictionary(invoke, case):
             assert entry["score"] is None or 0 <= entry["score"] <= 1
 
 
+@pytest.mark.slow
 @FUZZ
 @given(jsonl_input(scored_record()))
 def test_fuzz_aggregate(invoke, case):

@@ -60,6 +60,7 @@ def forwarded(proxy):
     return Counter(digest for _, digest, what in proxy.log if what.startswith("forwarded"))
 
 
+@pytest.mark.slow
 def test_faults_on_completions_are_retried_and_the_output_is_the_clean_runs(llama_server, env):
     with FaultProxy(llama_server) as clean_proxy:
         clean = score_through(clean_proxy, env)

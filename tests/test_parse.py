@@ -199,6 +199,7 @@ def test_unreachable_server_stops_the_run(invoke, cache_dir):
 
 # --- faults, through a real proxy -------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_faults_are_retried_and_change_nothing(invoke, cache_dir, tmp_path):
     with DelayChatServer() as server:
         clean = invoke(parse.main, remote(server.url, tmp_path / "clean-cache"), jsonl(CHUNKS))
@@ -236,6 +237,7 @@ def test_a_chunk_that_keeps_failing_is_handled_by_on_error(invoke, cache_dir):
     assert again.exit_code == 0 and lines(again.stdout)[0]["id"] == "a#c0#p0"
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_equals_one_clean_run_and_sends_no_chunk_twice(tmp_path):
     chunks = [{"id": f"d{i}", "doc_id": f"d{i}", "text": " ".join(
         f"Sentence {k} of document {i} is here." for k in range(i % 4))} for i in range(60)]
@@ -319,6 +321,7 @@ def check_perceptions(out, chunks):
         assert int(k) == r["perception_index"] < r["n_perceptions"]
 
 
+@pytest.mark.slow
 def test_real_server_parses_blog_chunks_through_a_faulty_proxy(invoke, llama_server, blog_chunks, cache_dir):
     faults = ["429", "reset", "malformed"]
     with FaultProxy(llama_server, faults) as proxy:
@@ -333,6 +336,7 @@ def test_real_server_parses_blog_chunks_through_a_faulty_proxy(invoke, llama_ser
     print(f"\n{len(blog_chunks)} blog chunks -> {len(out)} perceptions: {[r['perception'] for r in out]}")
 
 
+@pytest.mark.slow
 def test_builtin_model_parses_offline_in_process(blog_chunks, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI")}
     env["GPV_CACHE_DIR"] = str(tmp_path / "cache")

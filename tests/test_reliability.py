@@ -292,6 +292,7 @@ def kill_aggregate(name, argv, kills, work, env, rng, err_path):
     return read_at_kill
 
 
+@pytest.mark.slow
 def test_pipeline_killed_20_times_and_resumed_equals_one_clean_run(posts_path, tmp_path):
     """Each kill ends a running stage that has made progress in that run: the stage reads its input from a pipe
     the test writes line by line and cannot end before the pipe closes, and it is killed once its output has
@@ -467,6 +468,7 @@ def run_shards(argv, n, env):
     return outs
 
 
+@pytest.mark.slow
 def test_score_shards_at_once_against_one_llama_server(llama_server, sentences, tmp_path):
     """Two shard clients at once and a single run, one short perception per document.
 
@@ -515,6 +517,7 @@ def same_numbers(a, b, tol=1e-4):
                 assert abs(x[field] - y[field]) <= tol, (value, field, x[field], y[field])
 
 
+@pytest.mark.slow
 def test_four_parse_shards_at_once_against_one_server(tmp_path):
     """One client with -j 4 has at most 4 requests in flight, so the server answers nothing until 5 are
     in flight: the shards must run at once for any of them to get an answer (with no clock in the verdict)."""

@@ -67,6 +67,7 @@ def test_resume_via_the_command_skips_done_documents(tmp_path, invoke):
                              "gpv-chunk: 2 inputs already done in " + str(out) + "\n")
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_equals_one_clean_run(posts_path, tmp_path):
     """Kill a real gpv-chunk process (default tokenizer, ~10 s of work) 5 times, resume each time."""
     clean = tmp_path / "clean.jsonl"

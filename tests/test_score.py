@@ -196,6 +196,7 @@ def test_list_values(invoke):
 
 # --- the backends' invariants --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_prefix_cache_changes_nothing(llama_run, records):
     scratch = run_score([*MODEL, "-b", "llama-cpp", "-q", "--no-prefix-cache"], lines(records))
     reused, fresh = parse(llama_run.stdout), parse(scratch.stdout)
@@ -210,6 +211,7 @@ def test_prefix_cache_changes_nothing(llama_run, records):
     assert worst <= 1e-3
 
 
+@pytest.mark.slow
 def test_precision_f32_scores_a_float32_copy_made_once(invoke, records, tmp_path, monkeypatch):
     """--precision f32 dequantizes the GGUF into the cache once; a killed conversion's temporary file goes."""
     import socket
@@ -236,6 +238,7 @@ def test_precision_f32_scores_a_float32_copy_made_once(invoke, records, tmp_path
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [copy.name]
 
 
+@pytest.mark.slow
 def test_llama_cpp_batches_do_not_change_results(llama_run, records):
     one = run_score([*MODEL, "-b", "llama-cpp", "-q", "--batch-size", "1"], lines(records))
     assert one.stdout == llama_run.stdout
@@ -261,6 +264,7 @@ def test_transformers_batches_do_not_change_results(hf_batches):
                     assert abs(x[p] - y[p]) <= 1e-4, (a["id"], value, p, x[p], y[p])
 
 
+@pytest.mark.slow
 def test_transformers_quiet_means_quiet(hf_batches, invoke):
     # transformers' GGUF loader draws its own tqdm bar ("Converting and de-quantizing GGUF tensors...")
     assert hf_batches[1].stderr == hf_batches[8].stderr == ""
@@ -299,6 +303,7 @@ def test_a_record_without_the_text_field(invoke):
     assert other.stderr == "gpv-score: error: line 1: field 'text' is missing\n"
 
 
+@pytest.mark.slow
 def test_a_text_over_the_context_is_one_bad_record_of_its_batch(invoke):
     from gpvtools.runtimes.llama import load_llama
     from gpvtools.method.scoring import RELEVANCE, prompt

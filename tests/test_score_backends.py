@@ -147,6 +147,7 @@ def hf_rel(hf, pairs):
     return hf.label_probs(RELEVANCE, pairs)[:, 0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["f32", "native"])
 def test_transformers_agrees_with_llama_cpp(llama_by_precision, precision, llama_rel, pairs, hf, hf_rel):
     llama = llama_by_precision[precision]
@@ -155,6 +156,7 @@ def test_transformers_agrees_with_llama_cpp(llama_by_precision, precision, llama
     check_same_model(precision, local, hf_rel, llama.label_probs(VALENCE, some), hf.label_probs(VALENCE, some))
 
 
+@pytest.mark.slow
 def test_the_builtin_scorer_agrees_across_backends(pairs, f32_gguf):
     """The trained built-in scorer (base GGUF + its LoRA: GGUF LoRA for llama.cpp, peft for transformers),
     as gpv-score runs it by default: llama.cpp on the float32 copy (--precision auto = f32 for it).
@@ -180,6 +182,7 @@ def test_the_builtin_scorer_agrees_across_backends(pairs, f32_gguf):
     assert max_delta <= ROUNDING
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["flattened tree", "per sentence"])
 def test_transformers_sharing_prefixes_equals_each_prompt_from_scratch(hf, pairs, path, monkeypatch):
     """Both ways of sharing prefixes change speed only: the flattened prefix tree (a batch of sentences with
@@ -217,7 +220,9 @@ def server(tmp_path_factory):
 def openai_scorer(url, **kwargs):
     from gpvtools.method.scoring.remote import OpenAIScorer
 
-    return OpenAIScorer(url, max_retries=0, **kwargs)
+    from gpvtools.runtimes.server import ServerSettings
+
+    return OpenAIScorer(ServerSettings(url, retries=0), **kwargs)
 
 
 def test_server_agrees_with_in_process_llama_cpp(server, llama_rel, pairs):
@@ -276,6 +281,7 @@ def bos_gguf(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_an_echo_that_follows_openais_convention_is_read(bos_gguf, tmp_path, pairs):
     from gpvtools.method.scoring.llama import LlamaCppScorer
     from gpvtools.method.scoring.remote import ALIGNED
@@ -299,6 +305,7 @@ def test_an_echo_that_follows_openais_convention_is_read(bos_gguf, tmp_path, pai
     assert abs(remote[0] - expected[0]) <= 1e-5
 
 
+@pytest.mark.slow
 def test_gpv_score_through_the_server(server, invoke, monkeypatch, sentences):
     for key in [k for k in os.environ if k.startswith(("GPV_", "OPENAI_")) and k != "GPV_SHARED"]:
         monkeypatch.delenv(key)
@@ -333,5 +340,6 @@ def test_server_without_logits_for_every_token(tmp_path, invoke):
     finally:
         stop_server(proc, log)
     assert (result.exit_code, result.stdout) == (1, "")
-    assert result.stderr == (f"gpv-score: error: the server at {url} answered 500: logprobs is not supported for "
-                             f"models created with logits_all=False\n")
+    assert result.stderr == (f"gpv-score: error: the server at {url} cannot score: the server answered 500: "
+                             f"logprobs is not supported for models created with logits_all=False "
+                             f"(gave up after 0 retries)\n")

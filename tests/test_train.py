@@ -141,6 +141,7 @@ def test_tiny_run_writes_adapter_gguf_split_and_report(tiny_run):
     assert 0 <= report["dev"]["transformers"]["macro_roc_auc"] <= 1
 
 
+@pytest.mark.slow
 def test_resume_after_the_last_step_evaluates_and_keeps_the_final_loss(tiny_run):
     """A run interrupted after training resumes straight into the evaluation; the checkpoint carries the
     recent losses, so the report's final loss is the finished run's, not missing."""
@@ -157,6 +158,7 @@ def test_resume_after_the_last_step_evaluates_and_keeps_the_final_loss(tiny_run)
     assert after["heldout"]["transformers"] == before["heldout"]["transformers"]
 
 
+@pytest.mark.slow
 def test_trained_adapter_is_used_by_gpv_score_on_both_backends(tiny_run, invoke):
     """Each backend scored with and without the adapter. What must be shown is that each loaded it and that it
     does the same there: so the adapter must move each backend's scores by more than the two backends then
@@ -195,6 +197,7 @@ def test_trained_adapter_is_used_by_gpv_score_on_both_backends(tiny_run, invoke)
     assert np.abs(moved["llama-cpp"] - moved["transformers"]).mean() < 0.25 * np.abs(moved["transformers"]).mean()
 
 
+@pytest.mark.slow
 def test_gguf_lora_export_matches_peft_on_a_strong_random_adapter(tmp_path, monkeypatch):
     """A random LoRA on q and k, exported to GGUF, must move llama.cpp as it moves peft.
 
@@ -339,6 +342,7 @@ def test_roc_auc_and_f1_by_hand_and_against_scikit_learn():
     assert trainer.roc_auc([1, 1], [0.2, 0.3]) is None
 
 
+@pytest.mark.slow
 def test_packed_rows_give_the_unpacked_logits():
     """One row per text with every value's suffix under the tree mask computes, for each suffix, what the
     suffix's own row computes (float32, no autocast): the packing changes the cost, not the model."""

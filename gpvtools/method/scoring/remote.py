@@ -39,9 +39,12 @@ class OpenAIScorer(LabelScorer):
         self.concurrency = concurrency
         self.model = model or self.server.only_model()
         self.name = self.model
-        self.label_tokens = {task: [self._first_token(prompt(task, "x", "y"), label) for label in LABELS[task]]
-                             for task in LABELS}
-        self.echo_convention = self._probe_echo()
+        try:  # start-up: a request that fails here fails every record, so it ends the run
+            self.label_tokens = {task: [self._first_token(prompt(task, "x", "y"), label) for label in LABELS[task]]
+                                 for task in LABELS}
+            self.echo_convention = self._probe_echo()
+        except BadRecord as e:
+            raise GpvError(f"the server at {self.base_url} cannot score: {e.message}") from None
 
     def _call(self, **kwargs):
         return self.server.complete(model=self.model, temperature=0, **kwargs)
