@@ -1,6 +1,12 @@
 """Benchmark gpv-parse's concurrency: -j 1 against -j N on a server that answers in a fixed delay.
 
     python bench/parse.py [--chunks 64] [--delay 0.25] [--jobs 1,8]
+    python bench/parse.py --builtin 12 [--threads 1]
+
+With --builtin N it measures instead the built-in parser (SmolLM2-135M in-process, as gpv-parse runs it
+by default: greedy, the JSON schema's grammar, repeat penalty 1.2, no cache) on the first N chunks that
+gpv-chunk makes of the posts with its defaults (the built-in tokenizer, 250 tokens): seconds per chunk
+(min, median, max), reply tokens, and how many replies were usable.
 
 The server (tests/servers.py DelayChatServer) is a real HTTP server on 127.0.0.1 that answers every
 chat request after --delay seconds, many at once, with the chunk's sentences as perceptions, so the
@@ -31,7 +37,11 @@ def main():
     ap.add_argument("--chunks", type=int, default=128)
     ap.add_argument("--delay", type=float, default=0.25)
     ap.add_argument("--jobs", default="1,8")
+    ap.add_argument("--builtin", type=int, metavar="N", help="time the built-in parser on N chunks instead")
+    ap.add_argument("--threads", type=int, default=1, help="--builtin: llama.cpp threads")
     args = ap.parse_args()
+    if args.builtin:
+        return builtin(args)
 
     chunked = subprocess.run([sys.executable, "-m", "gpvtools.commands.chunk", "-q", "-t", "words", str(args.posts)],
                              capture_output=True, check=True).stdout.splitlines()[: args.chunks]
@@ -54,6 +64,42 @@ def main():
         same = len(set(outputs.values())) == 1
         print(f"output identical across -j: {'yes' if same else 'NO'}")
         return 0 if same else 1
+
+
+def builtin(args):
+    import statistics
+
+    import orjson
+
+    from gpvtools.method import parsing
+    from gpvtools.runtimes.chat import ChatSettings, LlamaChatSettings, build_chat_model
+    from gpvtools.streaming.errors import BadRecord
+
+    chunked = subprocess.run([sys.executable, "-m", "gpvtools.commands.chunk", "-q", str(args.posts)],
+                             capture_output=True, check=True).stdout.splitlines()[: args.builtin]
+    model = build_chat_model(ChatSettings(llama_cpp=LlamaChatSettings(threads=args.threads, repeat_penalty=1.2),
+                                          use_cache=False))
+    params = {"schema": parsing.schema(20, 400), "temperature": 0.0, "max_tokens": 1024, "seed": None}
+    seconds, tokens, usable = [], [], 0
+    for line in chunked:
+        text = orjson.loads(line)["text"]
+        start = time.perf_counter()
+        try:
+            reply, _ = model.chat(parsing.messages(text, None, None, "author", None), accept=parsing.read_perceptions,
+                                  **params)
+            usable += 1
+            tokens.append(reply.completion_tokens)
+        except BadRecord:
+            pass
+        seconds.append(time.perf_counter() - start)
+    print(f"built-in parser ({model.name}), {len(chunked)} chunks of gpv-chunk's defaults, {args.threads} thread(s)")
+    print(f"  seconds per chunk: min {min(seconds):.1f}, median {statistics.median(seconds):.1f}, "
+          f"max {max(seconds):.1f}, total {sum(seconds):.0f}")
+    if tokens:
+        print(f"  reply tokens (usable replies): min {min(tokens)}, median {statistics.median(tokens):.0f}, "
+              f"max {max(tokens)}")
+    print(f"  usable replies: {usable} of {len(chunked)}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -191,7 +191,9 @@ main.man_sections = {
         "SmolLM2-135M is small enough to run anywhere and too small to parse well: on posts of the Blog "
         "Authorship Corpus it returns valid JSON (the grammar sees to that) whose perceptions are often "
         "sentences copied from the chunk, sometimes loops or copies of the prompt's example (those are "
-        "dropped), at about 2 to 10 s per 250-token chunk on one core. Use it to try the pipeline offline; "
+        "dropped), at 1.4 to 27.5 s per 250-token chunk on one core (median 2.6 s over 12 blog chunks; the "
+        "slowest wrote a reply of 843 tokens; bench/parse.py --builtin, bench/RESULTS.md). Use it to "
+        "try the pipeline offline; "
         "for measurement use a capable model through --base-url (the paper used GPT-3.5-turbo) or a larger "
         "GGUF."
     ),
