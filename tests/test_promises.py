@@ -159,9 +159,9 @@ def answer_questions(request):
 
 @pytest.mark.slow
 def test_gpv_cache_dir_and_the_model_variables(tmp_path):
-    """GPV_CACHE_DIR (README: the default cache, then chat/), and the variables the commands read for their
-    model options: GPV_PARSE_MODEL, GPV_PARSE_BACKEND, GPV_PARSE_CACHE, GPV_ELICIT_MODEL, GPV_MODEL, GPV_BACKEND,
-    GPV_VALUES, GPV_TOKENIZER, GPV_TRAIN_BASE (read by the code; --help and the man pages do not name them)."""
+    """GPV_CACHE_DIR (docs/parse.md: the default cache, then chat/), and the variables the commands read for
+    their model options: GPV_PARSE_MODEL, GPV_PARSE_BACKEND, GPV_PARSE_CACHE, GPV_ELICIT_MODEL, GPV_MODEL,
+    GPV_BACKEND, GPV_VALUES, GPV_TOKENIZER, GPV_TRAIN_BASE (each man page's ENVIRONMENT names them)."""
     chunk = jsonl([{"id": "d#c0", "doc_id": "d", "text": "I help my neighbours every week. Family comes first."}])
     with ScriptedChatServer(lambda r: '{"perceptions": ["Helps the neighbours every week"]}', model="m") as server:
         argv = [gpv("parse"), "-q", "--base-url", server.url]

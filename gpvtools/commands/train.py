@@ -3,6 +3,7 @@
 import os
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -45,19 +46,59 @@ def command_line(ctx):
     return shlex.join(words)
 
 
+@dataclass(frozen=True)
+class TrainOptions:
+    """gpv-train's command line, typed: what run() reads."""
+
+    data: tuple
+    output: str
+    base: str
+    format: str
+    holdout: int
+    holdout_values: str | None
+    keep_values: str | None
+    seed: int
+    epochs: float
+    batch_size: int
+    accumulation: int
+    lr: float
+    lora_r: int
+    lora_alpha: int
+    lora_layers: int
+    targets: str
+    full: bool
+    load_in_4bit: bool
+    device: str
+    no_bf16: bool
+    threads: int | None
+    save_every: int
+    max_steps: int
+    judged_epochs: float | None
+    no_pack: bool
+    no_balance: bool
+    no_dev_eval: bool
+    resume: bool
+    merge: bool
+    no_gguf: bool
+    quiet: bool
+    verbose: bool
+    command: str
+
+
 def run(o):
-    out = Path(o["output"])
-    quiet = o["quiet"]
+    """Train as O (a TrainOptions) says; checks all the data before a model is loaded."""
+    out = Path(o.output)
+    quiet = o.quiet
 
     def say(message):
         if not quiet:
             note("gpv-train", message)
 
     # Everything about the data is checked before a model is loaded or a step is taken.
-    dataset = data_mod.merge([data_mod.read(p, o["format"]) for p in o["data"]])
-    keep = values_mod.resolve(o["keep_values"]) if o["keep_values"] else []
-    holdout = data_mod.choose_holdout(dataset, o["holdout"], o["seed"], keep, _values_list(o["holdout_values"]))
-    train_examples, test_examples = data_mod.split(dataset, holdout, o["seed"])
+    dataset = data_mod.merge([data_mod.read(p, o.format) for p in o.data])
+    keep = values_mod.resolve(o.keep_values) if o.keep_values else []
+    holdout = data_mod.choose_holdout(dataset, o.holdout, o.seed, keep, _values_list(o.holdout_values))
+    train_examples, test_examples = data_mod.split(dataset, holdout, o.seed)
     dev = data_mod.dev_split(dataset)
     if not train_examples:
         raise GpvError("no training example is left after holding out the held-out values")
@@ -66,10 +107,10 @@ def run(o):
     if dev:
         data_mod.write_judged(out / "dev.jsonl", dev)
     write_atomic(out / "split.json", orjson.dumps(
-        {"heldout_values": holdout, "seed": o["seed"], "train_examples": len(train_examples),
+        {"heldout_values": holdout, "seed": o.seed, "train_examples": len(train_examples),
          "heldout_examples": len(test_examples), "dev_texts": len(dev),
          "dev_rule": f"Touché argument ids whose sha256's first 8 hex digits are 0 mod {data_mod.TOUCHE_DEV_SHARE}",
-         "data": [str(p) for p in o["data"]], "command": o["command"]},
+         "data": [str(p) for p in o.data], "command": o.command},
         option=orjson.OPT_INDENT_2))
     say(f"{len(train_examples)} training examples; {len(holdout)} values held out "
         f"({len(test_examples)} held-out examples in {out / 'heldout.jsonl'})"
@@ -77,24 +118,24 @@ def run(o):
 
     from ..method.scoring.hf import TransformersScorer, load_model
 
-    if o["threads"]:
+    if o.threads:
         try:
             import torch
         except ImportError:
             raise MissingDependency("gpv-train", "torch", "cuda") from None
-        torch.set_num_threads(o["threads"])
+        torch.set_num_threads(o.threads)
 
-    base = builtin_gguf() if o["base"] == BUILTIN else o["base"]
-    model, tokenizer, base_name = load_model(base, o["device"], "float32" if o["device"] != "cuda" else "auto",
-                                             load_in_4bit=o["load_in_4bit"])
-    cfg = TrainConfig(epochs=o["epochs"], batch_size=o["batch_size"], accumulation=o["accumulation"],
-                      learning_rate=o["lr"], lora_r=o["lora_r"], lora_alpha=o["lora_alpha"],
-                      lora_layers=o["lora_layers"],
-                      targets=tuple(o["targets"].split(",")), full=o["full"], seed=o["seed"], bf16=not o["no_bf16"],
-                      save_every=o["save_every"], max_steps=o["max_steps"], pack=not o["no_pack"],
-                      balance=not o["no_balance"], judged_epochs=o["judged_epochs"])
-    model = prepare(model, cfg, quantized=o["load_in_4bit"])
-    stats = train(model, tokenizer, train_examples, cfg, out, resume=o["resume"], progress=not quiet)
+    base = builtin_gguf() if o.base == BUILTIN else o.base
+    model, tokenizer, base_name = load_model(base, o.device, "float32" if o.device != "cuda" else "auto",
+                                             load_in_4bit=o.load_in_4bit)
+    cfg = TrainConfig(epochs=o.epochs, batch_size=o.batch_size, accumulation=o.accumulation,
+                      learning_rate=o.lr, lora_r=o.lora_r, lora_alpha=o.lora_alpha,
+                      lora_layers=o.lora_layers,
+                      targets=tuple(o.targets.split(",")), full=o.full, seed=o.seed, bf16=not o.no_bf16,
+                      save_every=o.save_every, max_steps=o.max_steps, pack=not o.no_pack,
+                      balance=not o.no_balance, judged_epochs=o.judged_epochs)
+    model = prepare(model, cfg, quantized=o.load_in_4bit)
+    stats = train(model, tokenizer, train_examples, cfg, out, resume=o.resume, progress=not quiet)
     report = {"base": str(base), "config": config_dict(cfg), "training": stats, "heldout_values": holdout}
     if cfg.full:
         model.save_pretrained(out / "model", safe_serialization=True)
@@ -102,14 +143,14 @@ def run(o):
     else:
         model.save_pretrained(out / "adapter", safe_serialization=True)
         report["adapter"] = str(out / "adapter")
-        if not o["no_gguf"]:
+        if not o.no_gguf:
             from peft import get_peft_model_state_dict
 
             from ..method.training.gguf_export import export_lora
 
             export_lora(get_peft_model_state_dict(model), model.config, cfg.lora_alpha, out / "adapter.gguf")
             report["gguf_adapter"] = str(out / "adapter.gguf")
-        if o["merge"]:
+        if o.merge:
             merged = model.merge_and_unload()
             merged.save_pretrained(out / "merged", safe_serialization=True)
             tokenizer.save_pretrained(out / "merged")
@@ -118,7 +159,7 @@ def run(o):
     say("evaluating on the held-out values")
     scorer = TransformersScorer(base_name, name="trained", loaded=(model, tokenizer))
     report["heldout"] = {"transformers": evaluate(scorer, test_examples)} if test_examples else {}
-    if dev and not o["no_dev_eval"]:
+    if dev and not o.no_dev_eval:
         say(f"evaluating relevance on the {len(dev)} dev texts")
         report["dev"] = {"transformers": evaluate_judged(scorer, dev)}
     if report.get("gguf_adapter") and str(base).endswith(".gguf"):
@@ -184,7 +225,7 @@ def run(o):
 @click.option("--no-gguf", is_flag=True, help="Do not write the GGUF LoRA adapter (DIR/adapter.gguf).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress or notes on stderr.")
 @click.option("-v", "--verbose", is_flag=True, envvar="GPV_DEBUG", help="Tracebacks for errors.")
-def main(**o):
+def main(**params):
     """Fine-tune a scorer on the relevance and valence tasks.
 
     Reads labelled value data — ValueBench's CSV (questionnaire,item,value,agreement), ValuePrism's
@@ -207,17 +248,17 @@ def main(**o):
     adapter (DIR/adapter), its GGUF LoRA form for llama.cpp (DIR/adapter.gguf, to apply on the base
     GGUF: gpv-score -m BASE.gguf --adapter DIR/adapter.gguf) and, with --merge, a merged model.
     """
-    o["command"] = command_line(click.get_current_context())
-    o["data"] = list(o["data"])
-    o["format"] = o.pop("fmt")
+    options = dict(params, data=tuple(params["data"]), command=command_line(click.get_current_context()))
+    options["format"] = options.pop("fmt")
+    o = TrainOptions(**options)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     def work():
-        if o["full"] and o["load_in_4bit"]:
+        if o.full and o.load_in_4bit:
             raise UsageError("--full and --load-in-4bit exclude each other")
         return run(o)
 
-    guarded("gpv-train", o["verbose"], work)
+    guarded("gpv-train", o.verbose, work)
 
 
 def builtin_scorer_text():
