@@ -74,7 +74,7 @@ def sentences(posts_path):
 # Fixtures that load or train a real model once per module: every test that uses one is slow too, so
 # that `make test-fast` (pytest -m "not slow") never pays for them. Tests slow in their own right carry
 # @pytest.mark.slow where they are defined.
-HEAVY_FIXTURES = {"llama_run", "hf_batches", "llama", "llama_rel", "llama_by_precision", "hf", "hf_rel", "server",
+HEAVY_FIXTURES = {"llama_server", "llama_run", "hf_batches", "llama", "llama_rel", "llama_by_precision", "hf", "hf_rel", "server",
                   "bos_gguf", "tiny_run", "builtin_chunks", "core"}
 
 
@@ -82,3 +82,15 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory):
+    """The base URL of llama-cpp-python's own OpenAI-compatible server on 127.0.0.1, serving the built-in
+    GGUF with logits for every token (what gpv-score's openai backend reads), one per test module."""
+    from .servers import start_llama_server, stop_server
+
+    proc, url, log = start_llama_server(tmp_path_factory.mktemp("server") / "server.log", "--logits_all", "true",
+                                        threads=1)
+    yield url
+    stop_server(proc, log)

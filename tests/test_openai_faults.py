@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from .servers import FaultProxy, start_llama_server, stop_server
+from .servers import FaultProxy
 
 PERCEPTIONS = [{"id": "a#c0#p0", "doc_id": "a", "perception": "I help my neighbours every week."}]
 # One record on two values: relevance and valence requests both, plus gpv-score's start-up (the labels' first
@@ -33,14 +33,6 @@ def gpv(name):
 
 def jsonl(records):
     return b"".join(orjson.dumps(r) + b"\n" for r in records)
-
-
-@pytest.fixture(scope="module")
-def llama_server(tmp_path_factory):
-    proc, url, log = start_llama_server(tmp_path_factory.mktemp("server") / "server.log", "--logits_all", "true",
-                                        threads=1)
-    yield url
-    stop_server(proc, log)
 
 
 @pytest.fixture

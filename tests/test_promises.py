@@ -268,14 +268,6 @@ def torn_after_first(clean, out):
     out.write_bytes(first + second[:25])
 
 
-@pytest.fixture(scope="module")
-def llama_server(tmp_path_factory):
-    proc, url, log = start_llama_server(tmp_path_factory.mktemp("server") / "server.log", "--logits_all", "true",
-                                        threads=1)
-    yield url
-    stop_server(proc, log)
-
-
 @pytest.mark.slow
 def test_score_openai_resume_equals_a_clean_run_and_never_asks_for_a_done_record(llama_server, tmp_path):
     argv = [gpv("score"), "-b", "openai", "--values", "Benevolence", "-j", "1", "--batch-size", "1"]

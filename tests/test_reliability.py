@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from .conftest import SHARED
-from .servers import DelayChatServer, GatedChatServer, _Base, start_llama_server, stop_server
+from .servers import DelayChatServer, GatedChatServer, _Base
 
 LEXICON = str(SHARED / "data" / "dictionaries" / "schwartz-values-en.json")
 
@@ -447,14 +447,6 @@ def test_a_closed_pipe_ends_a_stage_quietly(stage, tmp_path):
 
 
 # --- (3) concurrent shard clients of one server -------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def llama_server(tmp_path_factory):
-    proc, url, log = start_llama_server(tmp_path_factory.mktemp("server") / "server.log", "--logits_all", "true",
-                                        threads=1)
-    yield url
-    stop_server(proc, log)
-
 
 def run_shards(argv, n, env):
     """N clients at once, one per shard; their stdouts, in shard order."""

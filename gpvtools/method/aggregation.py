@@ -36,18 +36,8 @@ class Moments:
         self.n = self.s1 = self.s2 = self.k = 0  # s1 in units of 2^-k, s2 in units of 2^-2k
 
     def add(self, x):
-        num, den = x.as_integer_ratio()
-        k = den.bit_length() - 1
-        if k > self.k:
-            shift = k - self.k
-            self.s1 <<= shift
-            self.s2 <<= 2 * shift
-            self.k = k
-        elif k < self.k:
-            num <<= self.k - k
-        self.n += 1
-        self.s1 += num
-        self.s2 += num * num
+        num, den = x.as_integer_ratio()  # den is a power of two: x = num / 2**k
+        self._absorb(1, num, num * num, den.bit_length() - 1)
 
     def _absorb(self, n, s1, s2, k):
         if k > self.k:

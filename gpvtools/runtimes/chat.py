@@ -13,7 +13,7 @@ from pathlib import Path
 from ..streaming.errors import BadRecord, UsageError
 from .cache import ResponseCache, default_dir, request_key
 from .models import BUILTIN, builtin_gguf
-from .server import Refused, Server, ServerSettings
+from .server import Counters, Refused, Server, ServerSettings
 
 # The response_format requests tried in turn, strongest first; the first one a server accepts is kept.
 # llama-cpp-python's server rejects json_schema but honours a schema given with json_object; others take
@@ -28,21 +28,13 @@ class Reply:
 
 
 @dataclass
-class Stats:
-    """What a run cost; updated from worker threads."""
+class Stats(Counters):
+    """What a run cost: the transport's retries and failures, and the requests, cache hits and tokens."""
 
     requests: int = 0
     cache_hits: int = 0
-    retries: int = 0
-    failures: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, **counts):
-        with self.lock:
-            for name, n in counts.items():
-                setattr(self, name, getattr(self, name) + n)
 
     def lines(self):
         sent = self.requests - self.cache_hits
