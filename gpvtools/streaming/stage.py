@@ -4,9 +4,11 @@ A command builds a `Stage` (what to do with one record) and calls `run_command`;
 about streams, errors, signals and exit codes lives here, once.
 """
 
+import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -135,6 +137,29 @@ class Interrupted(Exception):
 
 def _raise_interrupted(signum, frame):
     raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold SIGINT and SIGTERM back until the block ends, then deliver the first that came.
+
+    For writes that a library does in native code with Python callbacks (torch.save): an exception
+    raised inside one of them comes back as that library's own RuntimeError, not as an interruption,
+    so the command would exit 1 with an error instead of 130/143 with "interrupted". Main thread only
+    (signal handlers live there); elsewhere the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came = []
+    old = {s: signal.signal(s, lambda signum, frame: came.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        if came:
+            signal.raise_signal(came[0])
 
 
 class Progress:

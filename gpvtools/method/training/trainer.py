@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ...streaming.atomic import AtomicFile
 from ...streaming.errors import GpvError, MissingDependency
+from ...streaming.stage import signals_held
 from ..scoring import LABELS, RELEVANCE, VALENCE, first_label_tokens, prompt, shared_prefix
 
 def _numpy():
@@ -346,7 +347,7 @@ def train(model, tokenizer, examples, cfg, out_dir, resume=False, progress=True)
 def _save_checkpoint(torch, model, optimizer, scheduler, step, path, losses):
     path.parent.mkdir(parents=True, exist_ok=True)
     weights = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
-    with AtomicFile(path) as f:
+    with signals_held(), AtomicFile(path) as f:  # a signal inside torch.save would surface as its RuntimeError
         torch.save({"weights": weights, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "step": step, "losses": losses}, f)
 
