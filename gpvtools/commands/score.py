@@ -109,7 +109,7 @@ def _list_values(ctx, param, value):
               show_default=True, help="Compute valence for relevant pairs only (the method), or for all pairs "
                                       "(to evaluate a model's valence task; scores stay null where irrelevant).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Records scored together (transformers also batches the values of a record).")
+              help="Records scored together (each backend also batches the values of a record).")
 @click.option("--device", default="auto", show_default=True, help="transformers: auto, cpu, cuda, cuda:N.")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
               show_default=True, help="transformers: weights' type (auto: bfloat16 on CUDA, float32 on CPU).")
@@ -123,11 +123,15 @@ def _list_values(ctx, param, value):
 @click.option("--precision", type=click.Choice(["auto", "native", "f32"]), default="auto", show_default=True,
               help="llama-cpp: native computes with the GGUF's quantized kernels (which quantize activations "
                    "to 8 bits); f32 computes on a float32 copy of the same weights, made once in the cache "
-                   "(32 bits for each 4 to 8 of the file's, so 4-8x its size), as transformers does: the two "
-                   "backends then agree. auto: f32 for the built-in model, native for a --model.")
+                   "(32 bits for each 4 to 8 of the file's, so 4-8x its size), with a float32 KV cache, as "
+                   "transformers does: the two backends then agree. auto: f32 for the built-in model, native "
+                   "for a --model.")
+@click.option("--no-batch", is_flag=True,
+              help="llama-cpp: evaluate the prompts one after another, each in its own call (slower; the "
+                   "reference the batched path is checked against).")
 @click.option("--no-prefix-cache", is_flag=True,
-              help="llama-cpp: evaluate every prompt from scratch (slower; for checking that reuse changes "
-                   "nothing).")
+              help="llama-cpp: evaluate every prompt from scratch, one at a time (slowest; for checking that "
+                   "sharing changes nothing).")
 @click.option("--base-url", envvar="OPENAI_BASE_URL", metavar="URL",
               help="openai: the server's /v1 URL (vLLM, llama.cpp server, …).")
 @click.option("--api-key", envvar="OPENAI_API_KEY", metavar="KEY", show_envvar=True,
@@ -145,7 +149,7 @@ def _list_values(ctx, param, value):
               help="openai: the first retry's wait; each further retry doubles it (at most 60 s).")
 @stream_options
 def main(stream, text_field, id_field, values_spec, values_field, model, backend, adapter, valence_mode, batch_size,
-         device, dtype, load_in_4bit, load_in_8bit, n_ctx, threads, n_gpu_layers, precision, no_prefix_cache,
+         device, dtype, load_in_4bit, load_in_8bit, n_ctx, threads, n_gpu_layers, precision, no_batch, no_prefix_cache,
          base_url, api_key, top_logprobs, concurrency, timeout, retries, backoff):
     """Measure the values in each record's text: relevance, valence and score per value.
 
@@ -167,7 +171,7 @@ def main(stream, text_field, id_field, values_spec, values_field, model, backend
     settings = ScorerSettings(
         model=model, backend=backend, adapter=adapter, batch_size=batch_size,
         llama_cpp=LlamaCppSettings(n_ctx=n_ctx, threads=threads, n_gpu_layers=n_gpu_layers, precision=precision,
-                                   prefix_cache=not no_prefix_cache),
+                                   prefix_cache=not no_prefix_cache, batched=not no_batch),
         transformers=TransformersSettings(device=device, dtype=dtype, load_in_4bit=load_in_4bit,
                                           load_in_8bit=load_in_8bit,
                                           progress=sys.stderr.isatty() and not stream.quiet),
@@ -260,15 +264,21 @@ main.man_sections = {
         "bits, while transformers dequantizes the same file to float32; on a pair whose p_rel lies near 0.5 "
         "the two can decide relevance differently. --precision f32 has llama.cpp dequantize the weights once "
         "into a float32 copy (kept in $GPV_CACHE_DIR/models, 4-8 times the file's size, since each weight of "
-        "4 to 8 bits becomes 32) and compute on it, so "
+        "4 to 8 bits becomes 32) and compute on it, keys and values in float32 too (llama.cpp keeps them in "
+        "float16 otherwise, and a GGUF LoRA should be float32 for the same reason: gpv-train writes it so), so "
         "both backends give the same numbers up to rounding. It is the default (auto) for the built-in model, "
         "whose copy is 515 MiB; a --model keeps its own kernels (native) unless asked."
     ),
     "SPEED": (
-        "llama-cpp tokenizes each prompt whole and evaluates only the tokens after the longest prefix it "
-        "shares with the prompt before, so the task header and the sentence are evaluated once per record "
-        "and every further value costs only its own tokens; the results equal scoring from scratch "
-        "(--no-prefix-cache). transformers keeps the task header's KV cache and runs a batch of records in "
+        "llama-cpp evaluates each task's header once per run into a KV-cache sequence of its own, shared "
+        "with every prompt; a record's prompts then go into one llama_decode call, one sequence per value, "
+        "the sentence's tokens evaluated once for all of them and each value costing only its own few tokens. "
+        "A call never mixes records and leaves only the headers behind, so a record's scores do not depend on "
+        "--batch-size or on where a --resume began. --no-batch evaluates one prompt after another, reusing "
+        "the prefix it shares with the one before, which equals scoring from scratch (--no-prefix-cache); at "
+        "--precision f32 the batched and one-at-a-time paths agree to 1e-4, on the native kernels to about "
+        "the kernels' own difference from float32 (docs/score.md). "
+        "transformers keeps the task header's KV cache and runs a batch of records in "
         "one pass, each record's row holding its sentence followed by all its values' suffixes, each suffix "
         "positioned and masked as if it followed the sentence alone (a prefix tree flattened into a row); "
         "only the suffixes' last positions are projected onto the vocabulary. Valence is only computed for "

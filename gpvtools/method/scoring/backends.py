@@ -20,6 +20,7 @@ class LlamaCppSettings:
     n_gpu_layers: int = 0
     precision: str = "auto"  # auto, native, f32
     prefix_cache: bool = True
+    batched: bool = True  # False: one llama_decode call per prompt, the reference path (--no-batch)
 
 
 @dataclass(frozen=True)
@@ -109,11 +110,12 @@ def _llama_cpp(s):
     if not Path(model).exists():
         raise UsageError(f"model {model} does not exist")
     o = s.llama_cpp
-    if o.precision == "f32" or (o.precision == "auto" and name == BUILTIN):
+    f32 = o.precision == "f32" or (o.precision == "auto" and name == BUILTIN)
+    if f32:
         name = name or Path(model).name
         model = dequantized(model)
     return LlamaCppScorer(model, name=name, n_ctx=o.n_ctx, n_threads=o.threads, n_gpu_layers=o.n_gpu_layers,
-                          lora_path=adapter, reuse_cache=o.prefix_cache)
+                          lora_path=adapter, reuse_cache=o.prefix_cache, batched=o.batched, f32_cache=f32)
 
 
 @backend("transformers")

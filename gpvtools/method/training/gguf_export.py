@@ -57,9 +57,10 @@ def export_lora(adapter_state, config, lora_alpha, path):
         if arch_key in _PERMUTED and name.endswith(("attn_q", "attn_k")):
             heads = config.num_attention_heads
             b = _permute(b, heads, heads if name.endswith("attn_q") else config.num_key_value_heads)
-        # float16 halves the file; llama.cpp computes the LoRA product in float32 either way
-        writer.add_tensor(f"{name}.weight.lora_a", np.ascontiguousarray(a, dtype=np.float16))
-        writer.add_tensor(f"{name}.weight.lora_b", np.ascontiguousarray(b, dtype=np.float16))
+        # float32, though it doubles the file: llama.cpp multiplies a float16 tensor by activations it rounds
+        # to float16, and on a small model that rounding moves p by up to 5e-5 (--precision f32 promises 1e-4)
+        writer.add_tensor(f"{name}.weight.lora_a", np.ascontiguousarray(a, dtype=np.float32))
+        writer.add_tensor(f"{name}.weight.lora_b", np.ascontiguousarray(b, dtype=np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -1,4 +1,5 @@
-"""Copy a gpv-train result into the package as the built-in scorer (float16, adapter files only).
+"""Copy a gpv-train result into the package as the built-in scorer (adapter files only: peft
+as float16, the GGUF LoRA as written, float32).
 
     python -m gpvtools.method.training.ship build/builtin [--command "gpv-train …"]
 """
