@@ -76,11 +76,12 @@ class Reference:
         for start in range(0, len(pairs), self.batch):
             texts = [prompt(task, s, v) for s, v in pairs[start:start + self.batch]]
             enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=True)
+            enc = enc.to(self.model.device)
             with torch.inference_mode():
                 gen = self.model.generate(**enc, max_new_tokens=1, do_sample=False, output_scores=True,
                                           return_dict_in_generate=True, pad_token_id=self.tokenizer.pad_token_id)
             picked = gen.scores[0][:, self.label_ids[task]].float()
-            out.append(torch.softmax(picked, dim=-1).numpy())
+            out.append(torch.softmax(picked, dim=-1).cpu().numpy())
         return np.concatenate(out) if out else np.empty((0, len(LABELS[task])))
 
     def measure(self, sentences, values):
@@ -151,6 +152,8 @@ def main():
     parser.add_argument("--base", action="store_true", help="the base GGUF without the built-in adapter")
     parser.add_argument("--scratch", action="store_true", help="also time (2), every prompt from scratch (slow)")
     parser.add_argument("--rss", metavar="SIZES", help="peak RSS of gpv-score per --batch-size instead")
+    parser.add_argument("--device", default="cpu", help="transformers' device (cuda on a GPU: bench/gpu.sh)")
+    parser.add_argument("--hf-only", action="store_true", help="only the transformers methods, (1) and (3)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.rss:
@@ -177,7 +180,7 @@ def main():
     f32 = dequantized(gguf)
     llama = {"2": dict(model=gguf, reuse_cache=False), "4": dict(model=gguf), "4s": dict(model=gguf, batched=False),
              "5": dict(model=f32, f32_cache=True), "5s": dict(model=f32, f32_cache=True, batched=False)}
-    for key in (["2"] if args.scratch else []) + ["4s", "4", "5s", "5"]:
+    for key in [] if args.hf_only else (["2"] if args.scratch else []) + ["4s", "4", "5s", "5"]:
         options = dict(llama[key])
         scorer = LlamaCppScorer(options.pop("model"), n_threads=args.threads, lora_path=lora, **options)
         results[key] = timed(f"({key}) {NAMES[key]}", lambda s, v: relevance_of(scorer.measure(s, v), v),
@@ -187,7 +190,7 @@ def main():
             scorer.valence_all = True
             every[key] = probabilities(scorer.measure(sentences, values), values)
         scorer.close()
-    hf = TransformersScorer(gguf, device="cpu", batch_size=BATCH, adapter=adapter)
+    hf = TransformersScorer(gguf, device=args.device, batch_size=BATCH, adapter=adapter)
     reference = Reference(hf.model, hf.tokenizer)
     results["1"] = timed("(1) reference generate", reference.measure, sentences, values)
     rss_mib["1"] = peak_rss_mib()
@@ -201,6 +204,10 @@ def main():
         seconds = results[key][0]
         print(f"({key}) {NAMES[key]:<41} {n_pairs / seconds:8.2f} {seconds:8.1f} {rss_mib[key]:13.0f}")
     ratio = lambda a, b: results[b][0] / results[a][0]  # noqa: E731  (a's speed over b's)
+    print(f"device for transformers: {args.device}")
+    if args.hf_only:
+        print(f"speed-up (3)/(1): {ratio('3', '1'):.2f}x")
+        return
     print(f"speed-up (3)/(1): {ratio('3', '1'):.2f}x   (4)/(4s): {ratio('4', '4s'):.2f}x   "
           f"(5)/(5s): {ratio('5', '5s'):.2f}x   (4)/(3): {ratio('4', '3'):.2f}x   (5)/(3): {ratio('5', '3'):.2f}x")
     print("pairs/s counts relevance pairs; valence for the relevant pairs is inside each method's time.")

@@ -316,6 +316,24 @@ def test_transformers_on_cuda(invoke):
                 assert abs(a["values"][value]["relevance"] - b["values"][value]["relevance"]) <= tolerance
 
 
+@pytest.mark.parametrize("flag", ["--load-in-4bit", "--load-in-8bit"])
+def test_quantized_transformers_on_cuda(invoke, flag):
+    """bitsandbytes' 4-bit NF4 and 8-bit weights on a GPU: valid entries, and relevance near float32 on the CPU
+    (within 0.15: the weights themselves are rounded to 4 or 8 bits). Run by bench/gpu.sh where a GPU is."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip(f"no CUDA GPU here: gpv-score {flag} was not run")
+    data = lines(RECORDS[:2])
+    args = [*MODEL, "-b", "transformers", "--values", "vsm", "-q"]
+    cpu = parse(invoke(score.main, args + ["--device", "cpu"], data).stdout)
+    result = invoke(score.main, args + ["--device", "cuda", flag], data)
+    assert result.exit_code == 0, result.stderr
+    for a, b in zip(cpu, parse(result.stdout)):
+        for value in VSM:
+            check_gpv_entry(b["values"][value])
+            assert abs(a["values"][value]["relevance"] - b["values"][value]["relevance"]) <= 0.15
+
+
 # --- bad records and a bad setup -----------------------------------------------------------------------------
 
 def test_a_record_without_the_text_field(invoke):
