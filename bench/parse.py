@@ -1,12 +1,17 @@
 """Benchmark gpv-parse's concurrency: -j 1 against -j N on a server that answers in a fixed delay.
 
     python bench/parse.py [--chunks 64] [--delay 0.25] [--jobs 1,8]
-    python bench/parse.py --builtin 12 [--threads 1]
+    python bench/parse.py --builtin 64 [--threads 2] [--jobs-batched 8]
 
 With --builtin N it measures instead the built-in parser (SmolLM2-135M in-process, as gpv-parse runs it
 by default: greedy, the JSON schema's grammar, repeat penalty 1.2, no cache) on the first N chunks that
-gpv-chunk makes of the posts with its defaults (the built-in tokenizer, 250 tokens): seconds per chunk
-(min, median, max), reply tokens, and how many replies were usable.
+gpv-chunk makes of the posts with its defaults (the built-in tokenizer, 250 tokens), twice in one
+process: one chunk at a time (gpv-parse -j 1: llama-cpp-python's create_chat_completion), then
+--jobs-batched chunks decoded together as the sequences of one llama.cpp context (gpv-parse -j N,
+runtimes/batching.py), all N chunks queued at once. It prints seconds per chunk (min, median, max),
+reply tokens and usable replies of the first run, chunks/s of each and their ratio, how many chunks got
+the same reply text from both (and, for each that did not, where the replies part), and the peak RSS
+after each run. --jobs-batched 0 leaves out the batched run.
 
 The server (tests/servers.py DelayChatServer) is a real HTTP server on 127.0.0.1 that answers every
 chat request after --delay seconds, many at once, with the chunk's sentences as perceptions, so the
@@ -39,6 +44,8 @@ def main():
     ap.add_argument("--jobs", default="1,8")
     ap.add_argument("--builtin", type=int, metavar="N", help="time the built-in parser on N chunks instead")
     ap.add_argument("--threads", type=int, default=1, help="--builtin: llama.cpp threads")
+    ap.add_argument("--jobs-batched", type=int, default=8, metavar="J",
+                    help="--builtin: sequences decoded together in the batched run (0: no batched run)")
     args = ap.parse_args()
     if args.builtin:
         return builtin(args)
@@ -66,39 +73,94 @@ def main():
         return 0 if same else 1
 
 
+def peak_rss_mb():
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux gives KiB
+
+
+def first_difference(a, b):
+    """The first character index at which the texts A and B differ."""
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
+
+
+def parse_all(model, texts, jobs):
+    """Each text's (reply, seconds, usable) from MODEL, JOBS requests at once, all queued from the start."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gpvtools.method import parsing
+    from gpvtools.streaming.errors import BadRecord
+
+    params = {"schema": parsing.schema(20, 400), "temperature": 0.0, "max_tokens": 1024, "seed": None}
+
+    def one(text):
+        start = time.perf_counter()
+        messages = parsing.messages(text, None, None, "author", None)
+        try:
+            reply, _ = model.chat(messages, **params)
+        except BadRecord as e:
+            return None, f"error: {e.message}", time.perf_counter() - start, False
+        seconds = time.perf_counter() - start
+        try:
+            parsing.read_perceptions(reply.text)
+        except BadRecord:
+            return reply, reply.text, seconds, False
+        return reply, reply.text, seconds, True
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(one, texts))
+
+
 def builtin(args):
     import statistics
 
     import orjson
 
-    from gpvtools.method import parsing
     from gpvtools.runtimes.chat import ChatSettings, LlamaChatSettings, build_chat_model
-    from gpvtools.streaming.errors import BadRecord
 
     chunked = subprocess.run([sys.executable, "-m", "gpvtools.commands.chunk", "-q", str(args.posts)],
                              capture_output=True, check=True).stdout.splitlines()[: args.builtin]
-    model = build_chat_model(ChatSettings(llama_cpp=LlamaChatSettings(threads=args.threads, repeat_penalty=1.2),
-                                          use_cache=False))
-    params = {"schema": parsing.schema(20, 400), "temperature": 0.0, "max_tokens": 1024, "seed": None}
-    seconds, tokens, usable = [], [], 0
-    for line in chunked:
-        text = orjson.loads(line)["text"]
+    texts = [orjson.loads(line)["text"] for line in chunked]
+
+    def run(jobs):
+        model = build_chat_model(ChatSettings(llama_cpp=LlamaChatSettings(
+            threads=args.threads, repeat_penalty=1.2, parallel=jobs), use_cache=False))
         start = time.perf_counter()
-        try:
-            reply, _ = model.chat(parsing.messages(text, None, None, "author", None), accept=parsing.read_perceptions,
-                                  **params)
-            usable += 1
-            tokens.append(reply.completion_tokens)
-        except BadRecord:
-            pass
-        seconds.append(time.perf_counter() - start)
-    print(f"built-in parser ({model.name}), {len(chunked)} chunks of gpv-chunk's defaults, {args.threads} thread(s)")
-    print(f"  seconds per chunk: min {min(seconds):.1f}, median {statistics.median(seconds):.1f}, "
-          f"max {max(seconds):.1f}, total {sum(seconds):.0f}")
+        results = parse_all(model, texts, jobs)
+        seconds = time.perf_counter() - start
+        model.close()
+        return model, results, seconds, peak_rss_mb()
+
+    model, single, single_s, single_rss = run(1)
+    seconds = [s for _, _, s, _ in single]
+    tokens = [r.completion_tokens for r, _, _, ok in single if ok]
+    print(f"built-in parser ({model.name}), {len(texts)} chunks of gpv-chunk's defaults, {args.threads} thread(s)")
+    print(f"  one at a time: seconds per chunk: min {min(seconds):.1f}, median {statistics.median(seconds):.1f}, "
+          f"max {max(seconds):.1f}, total {single_s:.0f}")
     if tokens:
         print(f"  reply tokens (usable replies): min {min(tokens)}, median {statistics.median(tokens):.0f}, "
-              f"max {max(tokens)}")
-    print(f"  usable replies: {usable} of {len(chunked)}")
+              f"max {max(tokens)}, total {sum(r.completion_tokens for r, _, _, _ in single if r)}")
+    print(f"  usable replies: {sum(ok for *_, ok in single)} of {len(texts)}")
+    print(f"  one at a time (-j 1): {len(texts) / single_s:.3f} chunks/s, peak RSS {single_rss:.0f} MB")
+    if args.jobs_batched < 1:
+        return 0
+    _, batched, batched_s, batched_rss = run(args.jobs_batched)
+    print(f"  batched (-j {args.jobs_batched}):    {len(texts) / batched_s:.3f} chunks/s, peak RSS "
+          f"{batched_rss:.0f} MB (of the process so far), usable replies {sum(ok for *_, ok in batched)}")
+    print(f"  ratio: x{single_s / batched_s:.2f}")
+    differing = [i for i, (a, b) in enumerate(zip(single, batched)) if a[1] != b[1]]
+    print(f"  same reply text: {len(texts) - len(differing)} of {len(texts)}")
+    for i in differing:
+        a, b = single[i][1], batched[i][1]
+        k = first_difference(a, b)
+        print(f"  chunk {i}: the replies part at character {k} of {len(a)}/{len(b)}: "
+              f"{a[max(0, k - 30):k + 30]!r} | {b[max(0, k - 30):k + 30]!r}")
+    if differing:
+        print("  (greedy decoding picks another token where two logits are within rounding of each other and "
+              "llama.cpp computed them in another order)")
     return 0
 
 

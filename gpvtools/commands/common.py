@@ -129,7 +129,8 @@ def chat_options(inputs, repeat_penalty=1.2, repeat_help="penalty on repeated to
         click.option("--api-key", envvar="OPENAI_API_KEY", metavar="KEY", show_envvar=True,
                      help="openai: API key (a local server needs none)."),
         click.option("-j", "--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
-                     help=f"openai: {inputs} in flight at once (output stays in input order)."),
+                     help=f"openai: {inputs} in flight at once; llama-cpp: {inputs} decoded together as the "
+                          f"sequences of one context, each with --n-ctx cells (output stays in input order)."),
         click.option("--timeout", type=click.FloatRange(min=0.1), default=120.0, show_default=True,
                      help="openai: seconds per request."),
         click.option("--retries", type=click.IntRange(min=0), default=6, show_default=True,

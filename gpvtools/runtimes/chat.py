@@ -7,10 +7,10 @@ a command's settings name.
 """
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..streaming.errors import BadRecord, UsageError
+from ..streaming.errors import BadRecord, GpvError, UsageError
 from .cache import ResponseCache, default_dir, request_key
 from .models import BUILTIN, builtin_gguf
 from .server import Counters, Refused, Server, ServerSettings
@@ -49,6 +49,7 @@ class ChatModel:
     backend = "chat"
     name = "?"
     concurrency = None  # None: as many requests in flight as asked; 1: one at a time
+    ahead = 0  # requests worth queueing beyond those in flight (PooledStage.ahead)
 
     def __init__(self, cache=None, stats=None):
         self.cache = cache
@@ -146,14 +147,17 @@ class OpenAIChat(ChatModel):
 class LlamaChat(ChatModel):
     """A local GGUF chat model in-process with llama-cpp-python; JSON enforced by a grammar from the schema.
 
-    One request at a time: a llama.cpp context is not shared between threads.
+    PARALLEL 1: one request at a time through create_chat_completion (a llama.cpp context is not shared
+    between threads). PARALLEL N > 1: up to N greedy requests decoded together as the sequences of one
+    context (runtimes/batching.py), with the replies create_chat_completion gives (but for rare near
+    ties); a request that samples at a temperature still goes one at a time.
     """
 
     backend = "llama-cpp"
     concurrency = 1
 
     def __init__(self, path, name=None, n_ctx=4096, n_threads=None, n_gpu_layers=0, repeat_penalty=1.0,
-                 cache=None, stats=None):
+                 cache=None, stats=None, parallel=1):
         super().__init__(cache, stats)
         self.repeat_penalty = repeat_penalty
         self.key_params = {"repeat_penalty": repeat_penalty}
@@ -165,6 +169,20 @@ class LlamaChat(ChatModel):
         self.name = name or f"{os.path.basename(self.path)}:{os.path.getsize(self.path)}"
         self.llm = load_llama(self.path, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers)
         self.lock = threading.Lock()
+        self.batched = None
+        if parallel > 1:
+            from .batching import BatchedLlama
+
+            try:
+                self.batched = BatchedLlama(self.llm, parallel, n_threads=n_threads)
+            except ValueError as e:  # llama.cpp could not make the context (memory, too many sequences)
+                self.llm.close()
+                raise GpvError(f"model {self.path}: llama.cpp cannot decode {parallel} sequences at once "
+                               f"with --n-ctx {n_ctx}: {e}; try a smaller -j or --n-ctx") from None
+            self.concurrency = self.batched.n_seq
+            # Replies differ in length tenfold; with requests queued a long one at the head of the output
+            # leaves no sequence idle.
+            self.ahead = 8 * self.batched.n_seq
 
     def _complete(self, messages, schema, params):
         kwargs = {"messages": messages, "temperature": params["temperature"], "max_tokens": params["max_tokens"],
@@ -175,16 +193,25 @@ class LlamaChat(ChatModel):
             kwargs["seed"] = params["seed"]
         if schema is not None:
             kwargs["response_format"] = {"type": "json_object", "schema": schema}
-        with self.lock:
+        r = None
+        if self.batched is not None:
             try:
-                r = self.llm.create_chat_completion(**kwargs)
-            except ValueError as e:  # e.g. the prompt does not fit the context
+                r = self.batched.create_chat_completion(**kwargs)
+            except (ValueError, RuntimeError) as e:  # the prompt does not fit; a failed decode
                 raise BadRecord(f"llama.cpp: {e}") from None
+        if r is None:
+            with self.lock:
+                try:
+                    r = self.llm.create_chat_completion(**kwargs)
+                except ValueError as e:  # e.g. the prompt does not fit the context
+                    raise BadRecord(f"llama.cpp: {e}") from None
         usage = r.get("usage") or {}
         return Reply(r["choices"][0]["message"].get("content") or "", usage.get("prompt_tokens", 0),
                      usage.get("completion_tokens", 0))
 
     def close(self):
+        if self.batched is not None:
+            self.batched.close()
         self.llm.close()
 
 
@@ -196,6 +223,7 @@ class LlamaChatSettings:
     threads: int | None = None
     n_gpu_layers: int = 0
     repeat_penalty: float = 1.0
+    parallel: int = 1  # greedy requests decoded together in one context (gpv-parse -j)
 
 
 @dataclass(frozen=True)
@@ -208,6 +236,12 @@ class ChatSettings:
     llama_cpp: LlamaChatSettings = field(default_factory=LlamaChatSettings)
     cache_dir: str | None = None  # None: default_dir()/chat
     use_cache: bool = True
+
+
+def with_jobs(settings, jobs):
+    """SETTINGS with the llama-cpp backend decoding JOBS requests together (-j); a server's backend takes
+    -j from the stage instead."""
+    return replace(settings, llama_cpp=replace(settings.llama_cpp, parallel=jobs))
 
 
 CHAT_MODELS = {}
@@ -256,4 +290,4 @@ def _llama_cpp(s, cache, stats, warn):
         raise UsageError(f"model {model} does not exist")
     o = s.llama_cpp
     return LlamaChat(model, n_ctx=o.n_ctx, n_threads=o.threads, n_gpu_layers=o.n_gpu_layers,
-                     repeat_penalty=o.repeat_penalty, cache=cache, stats=stats)
+                     repeat_penalty=o.repeat_penalty, cache=cache, stats=stats, parallel=o.parallel)

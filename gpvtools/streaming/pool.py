@@ -14,9 +14,12 @@ from .stage import Stage
 
 class PooledStage(Stage):
     """A Stage whose `work(entry)` runs in a thread pool; `outputs(entry, result)` turns its result
-    into records on the main thread, in input order. Subclasses set `jobs`."""
+    into records on the main thread, in input order. Subclasses set `jobs`, and `ahead` where an input
+    may take many times as long as the next (a model that decodes `jobs` replies together): that many more
+    inputs wait their turn in the pool, so that a slow input at the head leaves no job idle."""
 
     jobs = 1
+    ahead = 0
 
     def work(self, entry):
         """The slow part for one valid input (a model request); runs in a worker thread."""
@@ -35,14 +38,15 @@ class PooledStage(Stage):
         return entry, None
 
     def map(self, entries):
-        """Up to `jobs` inputs in flight; results come out in input order."""
+        """Up to `jobs` inputs in flight (and `ahead` more waiting); results come out in input order."""
         window = collections.deque()
         pool = ThreadPoolExecutor(max_workers=self.jobs)
         try:
             for entry in entries:
                 future = pool.submit(self.work, entry) if entry.error is None else None
                 window.append((entry, future))
-                while len(window) > self.jobs or (window and window[0][1] is not None and window[0][1].done()):
+                while (len(window) > self.jobs + self.ahead
+                       or (window and window[0][1] is not None and window[0][1].done())):
                     yield self._finish(*window.popleft())
             while window:
                 yield self._finish(*window.popleft())
