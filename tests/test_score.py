@@ -216,7 +216,7 @@ def test_prefix_cache_changes_nothing(records):
 @pytest.mark.slow
 def test_no_batch_is_the_reference_the_batched_default_equals(records):
     """The built-in scorer (--precision auto: f32) batched, as gpv-score runs it, against --no-batch, one prompt
-    after another: the same numbers up to the outputs' rounding (the issue's bound, 1e-4), valence for all."""
+    after another: the same numbers up to float32 rounding (the issue's bound, 1e-4), valence for all."""
     data = lines(records)
     batched = parse(run_score(["--threads", "1", "-q", "--valence", "all"], data).stdout)
     single = parse(run_score(["--threads", "1", "-q", "--valence", "all", "--no-batch"], data).stdout)
@@ -260,13 +260,15 @@ def test_precision_f32_scores_a_float32_copy_made_once(invoke, records, tmp_path
 
 @pytest.mark.slow
 def test_llama_cpp_batches_do_not_change_results(llama_run, records):
-    """A record's prompts are evaluated in calls of their own, laid out in the same cells whatever came
-    before: on the Q4_1 kernels, the most sensitive to where a prompt sits, the bytes do not depend on the
-    batch, nor on the records before it (as after a --resume)."""
+    """Each prompt is computed as in a context of its own: on the Q4_1 kernels, the most sensitive to how a
+    call is made up, the bytes do not depend on the batch, nor on the records before it (as after a
+    --resume), and equal --no-batch's."""
     one = run_score([*MODEL, "-b", "llama-cpp", "-q", "--batch-size", "1"], lines(records))
     assert one.stdout == llama_run.stdout
     later = run_score([*MODEL, "-b", "llama-cpp", "-q", "--batch-size", "3"], lines(records[2:]))
     assert [r["values"] for r in parse(later.stdout)] == [r["values"] for r in parse(llama_run.stdout)[2:]]
+    single = run_score([*MODEL, "-b", "llama-cpp", "-q", "--no-batch"], lines(records))
+    assert single.stdout == llama_run.stdout
 
 
 @pytest.fixture(scope="module")
