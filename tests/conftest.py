@@ -63,6 +63,20 @@ def blog_sentences(path, n, per_post=2, min_words=5, max_words=40):
     return out
 
 
+def chunk_posts(posts_path, tokens, posts, per_post, keep=()):
+    """The first PER_POST chunks of TOKENS built-in tokens of each of the first POSTS blog posts, as
+    gpv-chunk records (id, doc_id, the post's KEEP fields, text)."""
+    from gpvtools.method.chunking import Chunker, make_counter
+
+    chunker = Chunker(make_counter("builtin"), tokens, 0)
+    out = []
+    for line in posts_path.read_bytes().splitlines()[:posts]:
+        post = orjson.loads(line)
+        for k, (text, *_) in enumerate(chunker.split(post["text"])[:per_post]):
+            out.append({"id": f"{post['id']}#c{k}", "doc_id": post["id"], **{f: post[f] for f in keep}, "text": text})
+    return out
+
+
 @pytest.fixture(scope="session")
 def sentences(posts_path):
     """200 perception-sized sentences from the blog posts (tests take the first k)."""

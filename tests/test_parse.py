@@ -20,6 +20,7 @@ from gpvtools.commands import parse
 from gpvtools.streaming.errors import BadRecord
 from gpvtools.runtimes.cache import ResponseCache, request_key
 
+from .conftest import chunk_posts
 from .servers import DelayChatServer, FaultProxy, GatedChatServer, start_llama_server, stop_server
 
 CHUNKS = [
@@ -298,16 +299,7 @@ def llama_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def blog_chunks(posts_path):
     """Real chunks: the first two 250-token chunks of the first two blog posts."""
-    from gpvtools.method.chunking import Chunker, make_counter
-
-    chunker = Chunker(make_counter("builtin"), 250, 0)
-    out = []
-    for line in posts_path.read_bytes().splitlines()[:2]:
-        post = orjson.loads(line)
-        for k, (text, *_) in enumerate(chunker.split(post["text"])[:2]):
-            out.append({"id": f"{post['id']}#c{k}", "doc_id": post["id"], "author": post["author"],
-                        "gender": post["gender"], "text": text})
-    return out
+    return chunk_posts(posts_path, 250, 2, 2, keep=("author", "gender"))
 
 
 def check_perceptions(out, chunks):

@@ -15,10 +15,11 @@ import orjson
 import pytest
 
 from gpvtools.method import parsing
-from gpvtools.method.chunking import Chunker, make_counter
 from gpvtools.runtimes.chat import ChatSettings, LlamaChat, LlamaChatSettings, build_chat_model, with_jobs
 from gpvtools.runtimes.models import builtin_gguf
 from gpvtools.streaming.errors import BadRecord
+
+from .conftest import chunk_posts
 
 N_CTX = 1024  # the parsing prompt is about 420 tokens with a 60-token chunk
 PARAMS = {"schema": parsing.schema(20, 400), "temperature": 0.0, "max_tokens": 96, "seed": None}
@@ -35,13 +36,7 @@ def messages(text):
 @pytest.fixture(scope="module")
 def short_chunks(posts_path):
     """Six real chunks: the first three 60-token chunks of the first two blog posts."""
-    chunker = Chunker(make_counter("builtin"), 60, 0)
-    out = []
-    for line in posts_path.read_bytes().splitlines()[:2]:
-        post = orjson.loads(line)
-        for k, (text, *_) in enumerate(chunker.split(post["text"])[:3]):
-            out.append({"id": f"{post['id']}#c{k}", "doc_id": post["id"], "text": text})
-    return out
+    return chunk_posts(posts_path, 60, 2, 3)
 
 
 @pytest.fixture(scope="module")
