@@ -154,7 +154,7 @@ def test_signals_held_until_a_write_ends():
     import os
     import signal
 
-    from gpvtools.streaming.stage import Interrupted, _raise_interrupted, signals_held
+    from gpvtools.streaming.stage import Interrupted, _pending, _raise_interrupted, signals_held
 
     old = signal.signal(signal.SIGTERM, _raise_interrupted)
     finished = []
@@ -168,3 +168,34 @@ def test_signals_held_until_a_write_ends():
         assert signal.getsignal(signal.SIGTERM) is _raise_interrupted
     finally:
         signal.signal(signal.SIGTERM, old)
+        _pending.clear()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the one ctypes drops, on purpose
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_signal_swallowed_by_a_native_callback_still_interrupts(signame, capsys):
+    """llama.cpp calls its Python log callback from inside a decode; a SIGINT that landed there raised in
+    the callback, ctypes printed "Exception ignored" and gpv-score scored on and exited 0 (a CI run). The
+    signal is remembered and ends the command at the next check, with 128 + signum."""
+    import ctypes
+    import os
+    import signal
+
+    from gpvtools.streaming.stage import _pending, guarded
+
+    signum = getattr(signal, signame)
+    callback = ctypes.CFUNCTYPE(None)(lambda: (os.kill(os.getpid(), signum), sum(range(10_000))))
+    done = []
+
+    def work():
+        callback()  # the handler's exception is raised, and dropped, inside the callback
+        done.append(True)
+        return 0
+
+    with pytest.raises(SystemExit) as e:
+        guarded("gpv-test", False, work)
+    assert done == [True]  # the exception really was swallowed: work went on
+    assert e.value.code == 128 + signum
+    assert capsys.readouterr().err.endswith("gpv-test: interrupted\n")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    _pending.clear()

@@ -135,8 +135,45 @@ class Interrupted(Exception):
         self.signum = signum
 
 
+_pending = []  # the first SIGINT/SIGTERM of this command, kept in case its exception was swallowed
+
+
 def _raise_interrupted(signum, frame):
+    if not _pending:
+        _pending.append(signum)
     raise Interrupted(signum)
+
+
+def check_interrupted():
+    """Raise Interrupted for a signal that came but whose exception never reached us.
+
+    A signal handler raises in whatever Python code runs at that moment; when that is a ctypes callback
+    (llama.cpp calls its Python log callback from inside a decode), ctypes prints "Exception ignored"
+    and goes on, and without this the command would finish as if no signal had come. Called between
+    records and at the command boundary.
+    """
+    if _pending:
+        raise Interrupted(_pending[0])
+
+
+@contextlib.contextmanager
+def interruptible():
+    """SIGINT and SIGTERM raise Interrupted in the main thread for the block, and are remembered.
+
+    SIGINT is taken over only where Python's own handler has it (a SIGINT ignored by the parent, as for
+    a background job, stays ignored).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_interrupted)}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        old[signal.SIGINT] = signal.signal(signal.SIGINT, _raise_interrupted)
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
 
 
 @contextlib.contextmanager
@@ -304,7 +341,6 @@ def run_stage(stage, opts):
                 entry.error = e
             yield entry
 
-    old_term = signal.signal(signal.SIGTERM, _raise_interrupted)
     status = EXIT_OK
     try:
         for entry, outputs in stage.map(entries()):
@@ -319,6 +355,8 @@ def run_stage(stage, opts):
             sink.write(outputs)
             counts["out"] += len(outputs)
             progress.update(counts["in"], counts["out"])
+            check_interrupted()
+        check_interrupted()
         if stage.whole:
             sink.write_bytes(stage.finish(counts["in"]))
             sink.commit()
@@ -336,7 +374,6 @@ def run_stage(stage, opts):
                                 + ("; rerun with --resume to finish" if to_file else ""))
         return 128 + signum
     finally:
-        signal.signal(signal.SIGTERM, old_term)
         progress.close()
         if not sink.to_stdout:
             sink.close()
@@ -365,10 +402,12 @@ def guarded(command, verbose, work):
     SIGTERM is turned into an exception here, as SIGINT is by Python, so that a command that is not a
     stage (gpv-train, gpv-validate) also unwinds, says "interrupted" and exits 143.
     """
-    old_term = signal.signal(signal.SIGTERM, _raise_interrupted)
+    _pending.clear()
     try:
-        status = work()
-        sys.stdout.flush()
+        with interruptible():
+            status = work()
+            check_interrupted()
+            sys.stdout.flush()
     except BrokenPipeError:
         _quiet_broken_pipe()
         status = EXIT_PIPE
@@ -390,8 +429,6 @@ def guarded(command, verbose, work):
             traceback.print_exc()
         note(command, f"error: {type(e).__name__}: {e} (rerun with -v for a traceback)")
         status = EXIT_DATA
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
     sys.exit(status)
 
 
