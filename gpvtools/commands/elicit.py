@@ -85,6 +85,9 @@ class QuestionsStage(PooledStage):
                        n_questions=len(questions), generator=self.tag)
                 for i, q in enumerate(questions) for qid in [f"{entry.key}#q{i}"]]
 
+    def close(self):
+        self.model.close()
+
     def summary(self):
         c = self.counts
         if not c["values"]:
@@ -234,6 +237,10 @@ class AskStage(PooledStage):
         return [derive(record, f"{key}@{s.name}", **{DOC_ID_FIELD: doc_id, self.subject_field: s.name},
                        text=text, answerer=s.tag, n_answers=len(given))
                 for s, text in given]
+
+    def close(self):
+        for subject in self.subjects:
+            subject.model.close()
 
     def summary(self):
         lines = []

@@ -86,6 +86,10 @@ class ParseStage(PooledStage):
                        n_perceptions=len(perceptions), parser=self.tag, **extra)
                 for i, p in enumerate(perceptions)]
 
+    def close(self):
+        if self.model is not None:
+            self.model.close()
+
     def summary(self):
         c = self.counts
         if not c["chunks"]:

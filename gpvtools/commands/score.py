@@ -25,6 +25,9 @@ class ScoreStage(Stage):
         self.values_field = values_field
         self.tag = f"{scorer.backend}:{scorer.name}"
 
+    def close(self):
+        self.scorer.close()
+
     def validate(self, entry):
         super().validate(entry)
         if self.values_field is not None:

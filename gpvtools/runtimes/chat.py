@@ -211,8 +211,9 @@ class LlamaChat(ChatModel):
 
     def close(self):
         if self.batched is not None:
-            self.batched.close()
-        self.llm.close()
+            self.batched.close()  # requests still waiting end with an error
+        with self.lock:  # a worker thread still inside a one-at-a-time request finishes it first
+            self.llm.close()
 
 
 # --- which chat model a command's options mean ----------------------------------------------------------------------
