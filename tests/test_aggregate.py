@@ -2,6 +2,7 @@
 
 import math
 import random
+import re
 import subprocess
 from fractions import Fraction
 
@@ -318,8 +319,7 @@ def test_merge_refuses_what_it_cannot_pool(invoke):
      "line 2: its values differ from line 1's: missing B, C; extra D (--mixed-values union aggregates the union)"),
     ({"id": "q", "author": "x", "scorer": "other:model", "values": {"A": {"score": 1}, "B": {"score": 1},
                                                                    "C": {"score": 1}}},
-     ("line 2: group 'x' mixes scorers: 'other:model' here, 'test:hand' on line 1; add scorer to --by to keep "
-     "them apart")),
+     "line 2: group 'x' mixes instruments: other:model here, test:hand on line 1; --mixed-instruments pools them"),
     ({"id": "q", "values": {"A": {"score": 1}, "B": {"score": 1}, "C": {"score": 1}}},
      "line 2: field 'author' is missing (grouping by --by author; --missing-group skip or null to go on)"),
     ({"id": "q", "author": ["x"], "values": {}},
@@ -424,7 +424,8 @@ def test_real_posts_through_chunk_score_aggregate_and_validate(posts_path, tmp_p
     gender = {p["author"]: p["gender"] for p in posts}
     for a in authors:
         assert a["gender"] == gender[a["author"]]
-        assert a["scorer"] == "dictionary:schwartz-values-en.json"
+        assert re.fullmatch(r"dictionary:schwartz-values-en\.json@[0-9a-f]{16}", a["scorer"])
+        assert a["instrument"]["id"] == a["scorer"].rsplit("@", 1)[1]
         assert set(a["values"]) == set(system("schwartz"))
         for v in a["values"].values():  # the dictionary scores every chunk: every value measured in each
             assert v["n"] == a["n_perceptions"] and 0 <= v["score"] <= 1

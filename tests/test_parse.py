@@ -5,18 +5,22 @@ fault-injecting HTTP proxy in front of a server, and a chat server that answers 
 the sentences of the chunk (deterministic, so runs can be compared byte for byte).
 """
 
+import hashlib
 import os
 import random
+import re
 import signal
 import stat
 import subprocess
 import time
+from pathlib import Path
 
 import orjson
 import pytest
 
 from gpvtools.method import parsing
 from gpvtools.commands import parse
+from gpvtools.runtimes.models import builtin_gguf
 from gpvtools.streaming.errors import BadRecord
 from gpvtools.runtimes.cache import ResponseCache, request_key
 
@@ -139,9 +143,13 @@ def test_records_from_a_server(invoke, cache_dir):
     out = lines(result.stdout)
     assert [r["id"] for r in out] == ["a#c0#p0", "a#c0#p1", "b#c0#p0", "c#c0#p0", "c#c0#p1"]
     first = out[0]
+    card = first.pop("parser_instrument")
     assert first == {"id": "a#c0#p0", "doc_id": "a", "author": "ann", "text": CHUNKS[0]["text"],
                      "perception": "I help my neighbours every week", "perception_index": 0, "n_perceptions": 2,
-                     "parser": "openai:delay-model"}
+                     "parser": f"openai:delay-model@{card['id']}"}
+    assert card["backend"] == "openai" and card["model"] == {"name": "delay-model", "server": server.url}
+    assert re.fullmatch(r"[0-9a-f]{16}", card["id"]) and card["prompt"].startswith("sha256:")
+    assert all(r["parser_instrument"] == card for r in out[1:])
     # The delay server counts words as tokens: the chunks have 11 + 2 + 8 + 12 = 33 words, its JSON
     # answers 12 + 2 + 9 + 11 = 34 (e.g. '{"perceptions": []}' is 2).
     assert result.stderr.splitlines() == [
@@ -337,4 +345,8 @@ def test_builtin_model_parses_offline_in_process(blog_chunks, tmp_path):
     assert result.returncode == 0, result.stderr.decode()
     out = lines(result.stdout)
     check_perceptions(out, blog_chunks)
-    assert all(r["parser"].startswith("llama-cpp:SmolLM2-135M-Instruct.Q4_1.gguf:") for r in out)
+    assert all(r["parser"] == f"llama-cpp:SmolLM2-135M-Instruct.Q4_1.gguf@{r['parser_instrument']['id']}"
+               for r in out)
+    card = out[0]["parser_instrument"]
+    assert card["model"]["sha256"] == hashlib.sha256(Path(builtin_gguf()).read_bytes()).hexdigest()
+    assert card["prompt"].startswith("sha256:") and card["params"]["temperature"] == 0.0

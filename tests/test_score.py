@@ -118,9 +118,9 @@ def test_output_schema(llama_run, records):
     for record, result in zip(records, out):
         # every input field kept, with the id as a string, then the stage's two fields
         expected = {**record, "id": result["id"]}
-        assert {k: v for k, v in result.items() if k not in ("values", "scorer")} == expected
-        assert list(result)[-2:] == ["values", "scorer"]
-        assert result["scorer"] == f"llama-cpp:{GGUF_NAME}"
+        assert {k: v for k, v in result.items() if k not in ("values", "scorer", "instrument")} == expected
+        assert list(result)[-3:] == ["values", "scorer", "instrument"]
+        assert result["scorer"] == f"llama-cpp:{GGUF_NAME}@{result['instrument']['id']}"
         assert list(result["values"]) == SCHWARTZ
         for entry in result["values"].values():
             check_gpv_entry(entry)
@@ -133,7 +133,8 @@ def test_schema_of_transformers_output(hf_batches):
     out = parse(hf_batches[8].stdout)
     assert [r["id"] for r in out] == OUT_IDS[:2] + ["s0"]
     for result in out:
-        assert result["scorer"] == f"transformers:{GGUF_NAME}"
+        assert result["scorer"] == f"transformers:{GGUF_NAME}@{result['instrument']['id']}"
+        assert result["instrument"]["precision"] == "float32"
         assert list(result["values"]) == VSM
         for entry in result["values"].values():
             check_gpv_entry(entry)
@@ -164,7 +165,12 @@ def test_a_value_of_ones_own_is_kept_with_a_note(invoke):
                              "(GPV is open-vocabulary)\n")
     assert list(parse(result.stdout)[0]["values"]) == ["Honesty", "Achievement"]
     quiet = invoke(score.main, [*MODEL, "--values", "Honesty,achievement", "-q"], ONE)
-    assert quiet.stderr == "" and quiet.stdout == result.stdout
+    assert quiet.stderr == ""
+    loud, hushed = parse(result.stdout)[0], parse(quiet.stdout)[0]
+    # The same scores by the same instrument; only the command line each record names differs.
+    assert hushed["instrument"].pop("command").endswith("--values Honesty,achievement -q")
+    assert loud["instrument"].pop("command").endswith("--values Honesty,achievement")
+    assert hushed == loud
 
 
 def test_values_from_a_file(invoke, tmp_path):
@@ -445,7 +451,8 @@ def test_dictionary_counts_by_hand(invoke):
                     lines([{"id": "d", "text": SENTENCE}, {"id": "e", "text": "…"}]))
     assert (result.exit_code, result.stderr) == (0, "")
     counted, empty = parse(result.stdout)
-    assert counted["scorer"] == "dictionary:schwartz-values-en.json"
+    assert counted["scorer"] == f"dictionary:schwartz-values-en.json@{counted['instrument']['id']}"
+    assert counted["instrument"]["prompts"] is counted["instrument"]["threshold"] is None
     assert sorted(counted["values"]) == sorted(SCHWARTZ)  # the lexicon's categories by default
     for value, entry in counted["values"].items():
         count = HAND_COUNTS.get(value, 0)
@@ -479,7 +486,8 @@ def test_liwc_dic_counts_like_the_same_json(invoke, tmp_path):
     a, b = parse(by_dic.stdout)[0], parse(by_json.stdout)[0]
     assert a["values"] == b["values"] == {"Achievement": {"count": 3, "words": 8, "score": 0.375},
                                           "Stimulation": {"count": 3, "words": 8, "score": 0.375}}
-    assert (a["scorer"], b["scorer"]) == ("dictionary:mini.dic", "dictionary:mini.json")
+    assert (a["scorer"].split("@")[0], b["scorer"].split("@")[0]) == ("dictionary:mini.dic", "dictionary:mini.json")
+    assert a["instrument"]["id"] != b["instrument"]["id"]  # two files, two instruments
 
 
 # --- a real process in a real pipeline -----------------------------------------------------------------------

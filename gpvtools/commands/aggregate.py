@@ -104,10 +104,14 @@ def _fields(text):
 @click.option("--mixed-values", type=click.Choice(["error", "union"]), default="error", show_default=True,
               help="Records scored on different value sets: a bad line; or aggregate the union (a value "
                    "absent from a record counts as unmeasured there).")
+@click.option("--mixed-instruments", is_flag=True,
+              help="Pool records scored by different instruments (another model, adapter, precision, prompts, "
+                   "…; see gpv-score --describe) instead of refusing them; each group lists the instruments "
+                   "it pooled. Without it, different instruments need --by scorer.")
 @click.option("-f", "--format", "fmt", type=click.Choice(["jsonl", "csv", "tsv"]), default="jsonl",
               show_default=True, help="jsonl records, or a wide table (a column per value's score, n and sd).")
 @stream_options
-def main(stream, by, keep, missing_group, min_evidence, higher_order, merge, mixed_values, fmt):
+def main(stream, by, keep, missing_group, min_evidence, higher_order, merge, mixed_values, mixed_instruments, fmt):
     """Aggregate perception-level value scores into one value profile per group.
 
     Reads scored records (gpv-score's output: "values": {VALUE: {..., "score": w or null}}; the
@@ -122,8 +126,14 @@ def main(stream, by, keep, missing_group, min_evidence, higher_order, merge, mix
       values        {VALUE: {"score": mean or null, "n": measured perceptions,
                              "sd": sample sd or null}}; null when n is 0 or below
                     --min-evidence (sd also when n < 2)
-      scorer        the scorer of the group's records (a group may not mix scorers)
+      scorer        the scorer tag of the group's records (BACKEND:MODEL@ID)
+      instrument    their instrument card (gpv-score --describe), or with
+                    --mixed-instruments the list of those the group pooled
       group_by      the --by fields (--merge reads them)
+
+    Records scored by different instruments (the card's id: model and adapter
+    bytes, precision, prompts, threshold) are not pooled: a bad line, unless the
+    groups keep them apart (--by scorer) or --mixed-instruments is given.
 
     Groups come out sorted by their --by values (null, booleans, numbers, then strings). The
     input may come in any order: the sums are kept exactly, so shuffled and sorted input give
@@ -143,7 +153,7 @@ def main(stream, by, keep, missing_group, min_evidence, higher_order, merge, mix
 
     def build():
         aggregator = Aggregator(by_fields, _fields(keep), missing_group, min_evidence, higher_order, merge,
-                                mixed_values)
+                                mixed_values, mixed_instruments)
         return AggregateStage(aggregator, fmt, stream.on_error)
 
     run_command(COMMAND, build, stream)

@@ -16,6 +16,23 @@ from .common import CONTEXT_SETTINGS, Command, chat_options, from_command_line, 
 BACKENDS = (*CHAT_MODELS, "sentences")
 
 
+def parser_card(model, named_subject, template, preset, params):
+    """What parsed: backend, model by content, a digest of the prompt (system prompt and the user message's
+    frame, as sent) and of the reply's parameters, and the gpvtools version (not in the id)."""
+    from .. import __version__
+    from ..runtimes.identity import digest_of
+
+    parts = {"backend": model.backend if model is not None else "sentences",
+             "model": model.identity() if model is not None else None}
+    if model is not None:
+        frame = parsing.messages("{text}", "{subject}" if named_subject else None, template, preset, "{question}")
+        parts["prompt"] = "sha256:" + digest_of([frame, parsing.messages("{text}", None, template, preset)])
+        parts["params"] = {k: params[k] for k in ("temperature", "max_tokens", "seed") if k in params}
+        parts["params"]["schema"] = "sha256:" + digest_of(params.get("schema"))
+        parts["params"].update(getattr(model, "key_params", {}))
+    return {"id": digest_of(parts), **parts, "gpvtools": __version__}
+
+
 class ParseStage(PooledStage):
     command = "gpv-parse"
 
@@ -29,7 +46,10 @@ class ParseStage(PooledStage):
         self.ahead = getattr(model, "ahead", 0)
         self.params = params or {}
         self.quiet = quiet
-        self.tag = f"{model.backend}:{model.name}" if model is not None else "sentences"
+        self.card = parser_card(model, subject is not None or subject_field is not None, template, preset,
+                                self.params)
+        self.tag = f"{model.backend}:{self.card['model']['name']}@{self.card['id']}" if model is not None \
+            else "sentences"
         self.counts = collections.Counter()
 
     def source_key(self, out):
@@ -83,7 +103,7 @@ class ParseStage(PooledStage):
         doc_id = record.get(DOC_ID_FIELD, key)
         extra = {"subject": self._subject(record)} if (self.subject or self.subject_field) else {}
         return [derive(record, f"{key}#p{i}", **{DOC_ID_FIELD: doc_id}, perception=p, perception_index=i,
-                       n_perceptions=len(perceptions), parser=self.tag, **extra)
+                       n_perceptions=len(perceptions), parser=self.tag, parser_instrument=self.card, **extra)
                 for i, p in enumerate(perceptions)]
 
     def close(self):
@@ -146,7 +166,12 @@ def main(stream, chat, text_field, id_field, model, backend, subject, subject_fi
       perception     the perception's text (gpv-score reads this field)
       perception_index, n_perceptions
                      K and the chunk's number of perceptions
-      parser         BACKEND:MODEL (or sentences)
+      parser         BACKEND:MODEL@ID (or sentences)
+      parser_instrument
+                     what parsed: backend, model by content (SHA-256 of the GGUF,
+                     or the server's model name and URL), digests of the prompt
+                     and the reply's parameters, gpvtools version; ID digests all
+                     but the version
       subject        with --subject or --subject-field: whose values they are
 
     With --prompt ai the text is an AI's answer (gpv-elicit ask) and the subject the AI that wrote it;

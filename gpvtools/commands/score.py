@@ -6,12 +6,12 @@ import click
 
 from ..method import values as values_mod
 from ..method.scoring.backends import (SCORERS, LlamaCppSettings, OpenAISettings, ScorerSettings,
-                                       TransformersSettings, build_scorer)
+                                       TransformersSettings, build_scorer, instrument, tag)
 from ..runtimes.models import BUILTIN
 from ..runtimes.server import ServerSettings
 from ..streaming.errors import BadRecord, UsageError
 from ..streaming.stage import Stage, derive, note, run_command
-from .common import CONTEXT_SETTINGS, Command, from_command_line, stream_options, text_options
+from .common import CONTEXT_SETTINGS, Command, command_line, from_command_line, stream_options, text_options
 
 RESULT_FIELD = "values"
 
@@ -19,11 +19,12 @@ RESULT_FIELD = "values"
 class ScoreStage(Stage):
     command = "gpv-score"
 
-    def __init__(self, scorer, value_names, text_field, id_field, batch_size, values_field=None):
+    def __init__(self, scorer, value_names, text_field, id_field, batch_size, values_field=None, card=None):
         self.scorer, self.values = scorer, value_names
         self.text_field, self.id_field, self.batch_size = text_field, id_field, batch_size
         self.values_field = values_field
-        self.tag = f"{scorer.backend}:{scorer.name}"
+        self.card = card
+        self.tag = tag(card) if card is not None else f"{scorer.backend}:{scorer.name}"
 
     def close(self):
         self.scorer.close()
@@ -39,7 +40,10 @@ class ScoreStage(Stage):
                                 entry.record)
 
     def _outputs(self, entry, result):
-        return [derive(entry.record, entry.key, **{RESULT_FIELD: result, "scorer": self.tag})]
+        fields = {RESULT_FIELD: result, "scorer": self.tag}
+        if self.card is not None:
+            fields["instrument"] = self.card
+        return [derive(entry.record, entry.key, **fields)]
 
     def _values_of(self, entry):
         if self.values_field is None:
@@ -100,6 +104,9 @@ def _list_values(ctx, param, value):
               help="Score each record on the values named in its own FIELD (a name or a list) instead of --values.")
 @click.option("--list-values", is_flag=True, expose_value=False, is_eager=True, callback=_list_values,
               help="Print the built-in value systems and exit.")
+@click.option("--describe", is_flag=True,
+              help="Print the instrument card of --model (with --adapter, --precision, …) as JSON and exit, "
+                   "scoring nothing: what every scored record carries as \"instrument\".")
 @click.option("-m", "--model", default=BUILTIN, show_default=True, envvar="GPV_MODEL", metavar="MODEL",
               help="builtin, a .gguf file, a Hugging Face model directory or hub id (hf://org/name), a model "
                    "name on the --base-url server, or a lexicon (.json, .dic) for the dictionary backend.")
@@ -151,9 +158,9 @@ def _list_values(ctx, param, value):
 @click.option("--backoff", type=click.FloatRange(min=0), default=1.0, show_default=True, metavar="SECONDS",
               help="openai: the first retry's wait; each further retry doubles it (at most 60 s).")
 @stream_options
-def main(stream, text_field, id_field, values_spec, values_field, model, backend, adapter, valence_mode, batch_size,
-         device, dtype, load_in_4bit, load_in_8bit, n_ctx, threads, n_gpu_layers, precision, no_batch, no_prefix_cache,
-         base_url, api_key, top_logprobs, concurrency, timeout, retries, backoff):
+def main(stream, text_field, id_field, values_spec, values_field, describe, model, backend, adapter, valence_mode,
+         batch_size, device, dtype, load_in_4bit, load_in_8bit, n_ctx, threads, n_gpu_layers, precision, no_batch,
+         no_prefix_cache, base_url, api_key, top_logprobs, concurrency, timeout, retries, backoff):
     """Measure the values in each record's text: relevance, valence and score per value.
 
     Reads perception records (the text in --text-field, default perception; any text record will do)
@@ -166,8 +173,12 @@ def main(stream, text_field, id_field, values_spec, values_field, model, backend
       score      P(support) - P(oppose), in [-1, 1], when p_rel > 0.5 and valence's
                  most likely label is support or oppose; otherwise null (unmeasured)
 
-    and "scorer" (BACKEND:MODEL). The dictionary backend writes count, words and score = count/words
-    instead. Without --model the built-in model scores offline on the CPU.
+    and "scorer" (BACKEND:MODEL@ID) and "instrument", the card of what measured: backend, model and
+    adapter by content (SHA-256), calibration, prompt templates' version, threshold, precision, the
+    gpvtools version and this command line. ID is a digest of the parts that make the numbers
+    (everything but the version and the command line); --describe prints the card. The dictionary
+    backend writes count, words and score = count/words instead. Without --model the built-in model
+    scores offline on the CPU.
     """
     server = ServerSettings(base_url=base_url, api_key=api_key, timeout=timeout, retries=retries, backoff=backoff,
                             explicit=from_command_line("base_url"))
@@ -180,6 +191,18 @@ def main(stream, text_field, id_field, values_spec, values_field, model, backend
                                           progress=sys.stderr.isatty() and not stream.quiet),
         openai=OpenAISettings(server=server, top_logprobs=top_logprobs, concurrency=concurrency))
 
+    if describe:
+        import orjson
+
+        from ..streaming.stage import guarded
+
+        def show():
+            card = instrument(settings)
+            sys.stdout.buffer.write(orjson.dumps(card, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+            return 0
+
+        guarded("gpv-score", stream.verbose, show)
+
     def build():
         scorer = build_scorer(settings)
         scorer.valence_all = valence_mode == "all"
@@ -191,7 +214,8 @@ def main(stream, text_field, id_field, values_spec, values_field, model, backend
             names = values_mod.resolve(values_spec or "schwartz", warn)
         if values_field and values_spec:
             raise UsageError("--values and --values-field exclude each other")
-        return ScoreStage(scorer, names, text_field, id_field, batch_size, values_field)
+        card = instrument(settings, scorer, command_line("gpv-score", secret_options=("--api-key",)))
+        return ScoreStage(scorer, names, text_field, id_field, batch_size, values_field, card)
 
     run_command("gpv-score", build, stream)
 

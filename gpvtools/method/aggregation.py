@@ -136,12 +136,13 @@ def group_identity(values):
 class Group:
     """One group's running totals: records, the scorer, kept fields, and Moments per value."""
 
-    __slots__ = ("by_values", "kept", "moments", "n_records", "scorer", "scorer_line")
+    __slots__ = ("by_values", "kept", "moments", "n_records", "scorer", "scorer_line", "instruments")
 
     def __init__(self, by_values, value_names):
         self.by_values = by_values
         self.n_records = 0
         self.scorer = self.scorer_line = None
+        self.instruments = {}  # instrument identity -> (scorer tag, card or None), in the order first seen
         self.kept = None
         self.moments = {name: Moments() for name in value_names}
 
@@ -159,7 +160,7 @@ class Aggregator:
     """
 
     def __init__(self, by, keep=(), missing_group="error", min_evidence=1, higher_order=False, merge=False,
-                 mixed_values="error"):
+                 mixed_values="error", mixed_instruments=False):
         if by is None and not merge:
             raise UsageError("--by names no field")
         self.by, self.by_line = None, None
@@ -167,11 +168,13 @@ class Aggregator:
             self._set_by(by)
         self.keep_asked = list(dict.fromkeys(keep))
         self.keep = [f for f in self.keep_asked if f not in (self.by or ())]
-        bad = [f for f in self.keep if f in RESERVED or f in ("id", "scorer")]
+        bad = [f for f in self.keep if f in RESERVED or f in ("id", "scorer", "instrument")]
         if bad:
             raise UsageError(f"--keep cannot name '{bad[0]}': aggregate records set that field themselves")
         self.missing_group, self.min_evidence = missing_group, min_evidence
         self.higher_order, self.merge, self.mixed_values = higher_order, merge, mixed_values
+        self.mixed_instruments = mixed_instruments
+        self.first_instrument = None  # (identity, scorer tag, line) of the first record
         self.groups = {}
         self.names = None          # the value names, in the order first seen
         self.names_set = None
@@ -292,13 +295,14 @@ class Aggregator:
         identity = group_identity(by_values)
         group = self.groups.get(identity)
         scorer = record.get("scorer")
-        if group is not None and scorer != group.scorer:
-            raise BadRecord(f"group '{key_string(by_values)}' mixes scorers: {scorer!r} here, {group.scorer!r} on "
-                            f"line {group.scorer_line}; add scorer to --by to keep them apart", line, record)
+        instruments = self._instruments_of(record, line)
+        self._check_instrument(group, instruments, scorer, line, record)
         self._check_names(scores, line, record)
         if group is None:
             group = self.groups[identity] = Group(by_values, self.names)
             group.scorer, group.scorer_line = scorer, line
+        for key, tag, card in instruments:
+            group.instruments.setdefault(key, (tag, card))
         if self.mixed_values == "union":
             self.value_sets[frozenset(scores)] = self.value_sets.get(frozenset(scores), 0) + 1
         if self.missing_group == "null" and any(f not in record and not (f == "doc_id" and "id" in record)
@@ -323,6 +327,43 @@ class Aggregator:
                     acc.add(score)
         self.n_records += 1
         return True
+
+    def _instruments_of(self, record, line):
+        """[(identity, scorer tag, card)] of a record: one, or an aggregate's pooled ones; a record made
+        before instruments were recorded is known by its scorer tag alone."""
+        card = record.get("instrument")
+        cards = card if isinstance(card, list) and self.merge else [card]
+        out = []
+        tags = str(record.get("scorer")).split(" + ") if isinstance(card, list) else [record.get("scorer")]
+        for i, c in enumerate(cards):
+            if c is None:
+                out.append((("scorer", record.get("scorer")), record.get("scorer"), None))
+            elif isinstance(c, dict) and isinstance(c.get("id"), str):
+                out.append((("id", c["id"]), tags[i] if i < len(tags) else c["id"], c))
+            else:
+                raise BadRecord("field 'instrument' must be an instrument card (an object with an 'id')", line,
+                                record)
+        return out
+
+    def _check_instrument(self, group, instruments, scorer, line, record):
+        """Records of different instruments are not pooled: not in one group, and not in one run unless the
+        groups keep them apart (--by scorer) or --mixed-instruments says to."""
+        key = tuple(k for k, _, _ in instruments)
+        if self.first_instrument is None:
+            self.first_instrument = (key, scorer, line)
+        if self.mixed_instruments:
+            return
+        if group is not None:
+            if key == tuple(group.instruments):
+                return
+            raise BadRecord(f"group '{key_string(group.by_values)}' mixes instruments: {scorer} here, "
+                            f"{group.scorer} on line {group.scorer_line}; --mixed-instruments pools them", line,
+                            record)
+        first_key, first_scorer, first_line = self.first_instrument
+        if key == first_key or (self.by and "scorer" in self.by):
+            return  # --by scorer: a group of its own for each instrument
+        raise BadRecord(f"scored by another instrument than line {first_line}: {scorer} here, {first_scorer} there; "
+                        f"--by scorer keeps them apart, --mixed-instruments pools them", line, record)
 
     def _keep(self, group, record):
         if not self.keep:
@@ -372,7 +413,11 @@ class Aggregator:
             if higher_order:
                 values.update(higher_order_entries(values))
             record["values"] = values
-            record["scorer"] = group.scorer
+            tags = list(dict.fromkeys(t for t, _ in group.instruments.values()))
+            cards = [c for _, c in group.instruments.values()]
+            record["scorer"] = group.scorer if len(tags) <= 1 else " + ".join(tags)
+            if any(c is not None for c in cards):
+                record["instrument"] = cards[0] if len(cards) == 1 else cards
             record["group_by"] = self.by
             yield record
 

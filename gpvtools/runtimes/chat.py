@@ -103,6 +103,11 @@ class OpenAIChat(ChatModel):
         self.format_lock = threading.Lock()
         self.name = model or self.server.only_model()
 
+    def identity(self):
+        from .identity import public_url
+
+        return {"name": self.name, "server": public_url(self.base_url)}
+
     def _response_format(self, level, schema):
         kind = FORMATS[level]
         if schema is None or kind == "none":
@@ -168,6 +173,7 @@ class LlamaChat(ChatModel):
         self.path = str(path)
         self.name = name or f"{os.path.basename(self.path)}:{os.path.getsize(self.path)}"
         self.llm = load_llama(self.path, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers)
+        self.display_name = name
         self.lock = threading.Lock()
         self.batched = None
         if parallel > 1:
@@ -208,6 +214,13 @@ class LlamaChat(ChatModel):
         usage = r.get("usage") or {}
         return Reply(r["choices"][0]["message"].get("content") or "", usage.get("prompt_tokens", 0),
                      usage.get("completion_tokens", 0))
+
+    def identity(self):
+        import os
+
+        from .identity import path_identity
+
+        return {"name": self.display_name or os.path.basename(self.path), **path_identity(self.path)}
 
     def close(self):
         if self.batched is not None:

@@ -1,13 +1,20 @@
 """The scorer registry: backend name -> how to build it, and which backend a --model means.
 
-A backend registers a builder with `@backend(name)`; gpv-score's --backend choices are this registry's
-names, in registration order. Each builder imports its own runtime, so choosing the dictionary never
-loads llama.cpp or torch.
+A backend registers a builder with `@backend(name)` and what its instrument is made of with
+`@card(name)`; gpv-score's --backend choices are this registry's names, in registration order. Each
+builder imports its own runtime, so choosing the dictionary never loads llama.cpp or torch.
+
+The instrument card names what makes the numbers: backend, model and adapter by content (SHA-256 of
+their bytes, cached by path, size and mtime), calibration, prompt templates, threshold and precision.
+Its id is a digest of exactly those; the gpvtools version and the command line are recorded beside them
+but left out of the id, since neither changes a number by itself.
 """
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ... import __version__
+from ...runtimes.identity import digest_of, hub_identity, path_identity
 from ...runtimes.models import BUILTIN, builtin_scorer_files
 from ...runtimes.server import ServerSettings
 from ...streaming.errors import UsageError
@@ -53,6 +60,7 @@ class ScorerSettings:
 
 
 SCORERS = {}
+CARDS = {}
 
 
 def backend(name):
@@ -63,6 +71,50 @@ def backend(name):
         return build
 
     return register
+
+
+def card(name):
+    """Register PARTS(settings, scorer or None) -> the card's fields for backend NAME."""
+
+    def register(parts):
+        CARDS[name] = parts
+        return parts
+
+    return register
+
+
+def prompts_id():
+    """A version id of the prompt templates and label words: a digest of their exact text."""
+    from . import LABELS, TEMPLATES
+
+    return "sha256:" + digest_of({"templates": TEMPLATES, "labels": LABELS})
+
+
+def _gpv_parts(model, adapter, precision):
+    from . import THRESHOLD
+
+    return {"model": model, "adapter": adapter, "calibration": None, "prompts": prompts_id(),
+            "threshold": THRESHOLD, "precision": precision}
+
+
+def instrument(s, scorer=None, command=None):
+    """The instrument card of settings S (with SCORER, the built scorer, where it resolved something).
+
+    Computed from the settings and the files' bytes, without loading a model, so that --describe and a
+    scoring run give the same card."""
+    name = pick_backend(s)
+    parts = {"backend": name, **CARDS[name](s, scorer)}
+    out = {"id": digest_of(parts), **parts, "gpvtools": __version__}
+    if command is not None:
+        out["command"] = command
+    return out
+
+
+def tag(card):
+    """BACKEND:NAME@ID: the short name records carry as "scorer" (groupable with gpv-aggregate --by scorer)."""
+    model = card.get("model") or {}
+    name = model.get("name") or model.get("file") or model.get("dir") or model.get("hub_id") or "?"
+    return f"{card['backend']}:{name}@{card['id']}"
 
 
 def pick_backend(s):
@@ -110,12 +162,28 @@ def _llama_cpp(s):
     if not Path(model).exists():
         raise UsageError(f"model {model} does not exist")
     o = s.llama_cpp
-    f32 = o.precision == "f32" or (o.precision == "auto" and name == BUILTIN)
+    f32 = _f32(s, name)
     if f32:
         name = name or Path(model).name
         model = dequantized(model)
     return LlamaCppScorer(model, name=name, n_ctx=o.n_ctx, n_threads=o.threads, n_gpu_layers=o.n_gpu_layers,
                           lora_path=adapter, reuse_cache=o.prefix_cache, batched=o.batched, f32_cache=f32)
+
+
+def _f32(s, name):
+    o = s.llama_cpp
+    return o.precision == "f32" or (o.precision == "auto" and name == BUILTIN)
+
+
+@card("llama-cpp")
+def _llama_cpp_card(s, scorer):
+    model, name, adapter = _weights(s, "lora")
+    if not Path(model).exists():
+        raise UsageError(f"model {model} does not exist")
+    if adapter and not Path(adapter).exists():
+        raise UsageError(f"adapter {adapter} does not exist")
+    return _gpv_parts({"name": name or Path(model).name, **path_identity(model)},
+                      path_identity(adapter) if adapter else None, "f32" if _f32(s, name) else "native")
 
 
 @backend("transformers")
@@ -129,6 +197,33 @@ def _transformers(s):
                               progress=o.progress)
 
 
+@card("transformers")
+def _transformers_card(s, scorer):
+    model, name, adapter = _weights(s, "adapter")
+    spec = str(model)[len("hf://"):] if str(model).startswith("hf://") else str(model)
+    if Path(spec).exists():
+        identity = {"name": name or Path(spec).name, **path_identity(spec)}
+    else:
+        identity = {"name": spec, **hub_identity(spec)}
+    if adapter and not Path(adapter).exists():
+        raise UsageError(f"adapter {adapter} does not exist")
+    o = s.transformers
+    if o.load_in_4bit or o.load_in_8bit:
+        precision = "4bit-nf4" if o.load_in_4bit else "8bit"
+    elif o.dtype != "auto":
+        precision = o.dtype
+    else:
+        device = str(scorer.device) if scorer is not None else _device(o.device)
+        precision = "bfloat16" if device.startswith("cuda") else "float32"
+    return _gpv_parts(identity, path_identity(adapter) if adapter else None, precision)
+
+
+def _device(device):
+    from .hf import resolve_device
+
+    return resolve_device(device)
+
+
 @backend("openai")
 def _openai(s):
     from .remote import OpenAIScorer
@@ -136,6 +231,21 @@ def _openai(s):
     o = s.openai
     return OpenAIScorer(o.server, None if s.model == BUILTIN else s.model, top_logprobs=o.top_logprobs,
                         concurrency=o.concurrency)
+
+
+@card("openai")
+def _openai_card(s, scorer):
+    from ...runtimes.identity import public_url
+    from ...runtimes.server import Server
+
+    if scorer is not None:
+        model = scorer.model
+    elif s.model != BUILTIN:
+        model = s.model
+    else:
+        model = Server(s.openai.server).only_model()
+    # The weights live on the server; its model name and URL are all that can be told from here.
+    return _gpv_parts({"name": model, "server": public_url(s.openai.server.base_url)}, None, "server")
 
 
 @backend("dictionary")
@@ -147,3 +257,13 @@ def _dictionary(s):
     if not Path(s.model).exists():
         raise UsageError(f"model {s.model} does not exist")
     return DictionaryScorer(s.model)
+
+
+@card("dictionary")
+def _dictionary_card(s, scorer):
+    if s.model == BUILTIN:
+        raise UsageError("backend 'dictionary' needs a lexicon: --model FILE.json or FILE.dic")
+    if not Path(s.model).exists():
+        raise UsageError(f"model {s.model} does not exist")
+    return {"model": {"name": Path(s.model).name, **path_identity(s.model)}, "adapter": None, "calibration": None,
+            "prompts": None, "threshold": None, "precision": None}
