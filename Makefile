@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test test-fast lint man bench clean
+.PHONY: demo demo-posts demo-elicit test test-fast lint man bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,8 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.llama | $(BIN)/python
 
 # Every stage, on built-in defaults: no key, no network, no GPU. gpv-parse and gpv-elicit run the packaged
 # SmolLM2 GGUF (their replies are cached, so a second run skips them); gpv-score the built-in scorer.
-# 1) blog posts -> one row per author, and the stability of its perception scores (gpv-validate);
+# 1) blog posts -> one row per author, a report with the evidence behind each score (gpv-report, HTML),
+#    and the stability of its perception scores (gpv-validate);
 # 2) gpv-elicit: questions for three values, the built-in model's answers, one row per model.
 DEMO := build/demo
 DEMO_COLUMNS := author perceptions=n_perceptions Self-Dir=values.Self-Direction.score Stimul=values.Stimulation.score \
@@ -49,14 +50,24 @@ DEMO_COLUMNS := author perceptions=n_perceptions Self-Dir=values.Self-Direction.
 ELICIT_VALUES := Power,Benevolence,Hedonism
 
 demo: $(VENV)/.cpu
+	@$(MAKE) --no-print-directory demo-posts demo-elicit
+	@echo "the report, with the evidence behind each author's scores: $(DEMO)/report.html (open it in a browser)"
+
+# The demo's two parts, without the setup (tests/test_report_browser.py runs demo-posts with BIN= its own).
+demo-posts:
 	mkdir -p $(DEMO)
 	$(BIN)/gpv-chunk examples/posts.jsonl \
 	| $(BIN)/gpv-parse \
 	| $(BIN)/gpv-score --values schwartz \
 	| tee $(DEMO)/scored.jsonl \
 	| $(BIN)/gpv-aggregate --by author \
+	| tee $(DEMO)/authors.jsonl \
 	| $(BIN)/python -m gpvtools.commands.table $(DEMO_COLUMNS)
+	$(BIN)/gpv-report $(DEMO)/authors.jsonl --evidence $(DEMO)/scored.jsonl --title "gpvtools demo" \
+		-o $(DEMO)/report.html
 	$(BIN)/gpv-validate stability --by author --table -o $(DEMO)/stability.json $(DEMO)/scored.jsonl
+
+demo-elicit:
 	$(BIN)/gpv-elicit questions --values $(ELICIT_VALUES) -n 2 --max-tokens 200 \
 	| $(BIN)/gpv-elicit ask --subject smollm2=builtin --max-tokens 128 \
 	| $(BIN)/gpv-parse --prompt ai \

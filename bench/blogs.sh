@@ -1,7 +1,8 @@
 #!/bin/sh
 # The paper's validation protocols (§4.1, App. C) on real text: the blog posts of ../shared through
-# the pipeline, then gpv-validate stability, construct (with the MDS map), concurrent (against the
-# dictionary baseline) and predictive (by gender).
+# the pipeline, a report of the author profiles with their evidence (gpv-report, report.html), then
+# gpv-validate stability, construct (with the MDS map), concurrent (against the dictionary baseline)
+# and predictive (by gender).
 #
 #     sh bench/blogs.sh [POSTS] [OUT_DIR] [PER_POST]
 #
@@ -14,6 +15,8 @@
 #   - the dictionary baseline (../shared/data/dictionaries/schwartz-values-en.json) on the same
 #     perceptions.
 # Every stage writes with -o and --resume, so an interrupted run goes on where it stopped.
+# GPV_THREADS (default 1) is gpv-score's --threads. GPV_PROTOCOLS=0 stops after the report: the
+# protocols need more authors and perceptions than a small sample has (tests/test_report_browser.py).
 set -eu
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 POSTS=${1:-$HERE/../shared/data/blogs/posts-dev.jsonl}
@@ -21,6 +24,7 @@ OUT=${2:-$HERE/build/blogs}
 PER_POST=${3:-4}
 LEXICON=$(dirname "$POSTS")/../dictionaries/schwartz-values-en.json
 THREADS=${GPV_THREADS:-1}
+PROTOCOLS=${GPV_PROTOCOLS:-1}
 mkdir -p "$OUT"
 
 gpv-chunk -q "$POSTS" -o "$OUT/chunks.jsonl" --resume
@@ -40,6 +44,9 @@ gpv-score -q -m "$LEXICON" "$OUT/perceptions.jsonl" -o "$OUT/dictionary.jsonl" -
 
 gpv-aggregate -q --by author --keep gender "$OUT/scored.jsonl" -o "$OUT/authors.jsonl"
 gpv-aggregate -q --by author --keep gender "$OUT/dictionary.jsonl" -o "$OUT/authors-dictionary.jsonl"
+gpv-report -q "$OUT/authors.jsonl" --evidence "$OUT/scored.jsonl" --title "Blog authors (bench/blogs.sh)" \
+    -o "$OUT/report.html"
+[ "$PROTOCOLS" = 0 ] && exit 0
 
 gpv-validate stability --by author --table "$OUT/scored.jsonl" -o "$OUT/stability.json"
 gpv-validate construct --table --plot "$OUT/mds.png" "$OUT/authors.jsonl" -o "$OUT/construct.json"

@@ -19,7 +19,8 @@ import orjson
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = ("gpv-chunk", "gpv-parse", "gpv-score", "gpv-train", "gpv-aggregate", "gpv-validate", "gpv-elicit")
+COMMANDS = ("gpv-chunk", "gpv-parse", "gpv-score", "gpv-train", "gpv-aggregate", "gpv-validate", "gpv-elicit",
+            "gpv-report")
 HEAVY = ("numpy", "torch", "transformers", "llama_cpp", "sklearn", "scipy", "matplotlib")
 LEXICON = {"Benevolence": ["family", "help*"], "Power": ["power", "control*"]}
 DOCS = [{"id": "d1", "author": "x", "text": "I help my family every day. Power means little to me."},
@@ -135,4 +136,12 @@ def test_a_validity_check_needs_the_validate_extra(core, tmp_path):
                      "values": {"A": {"score": 0.5}, "B": {"score": -0.5}}} for i in range(6)])
     err = one_line_naming_an_extra(run(core, tmp_path, ["gpv-validate", "stability"], scored),
                                    "gpv-validate stability")
+    assert err.endswith("pip install 'gpvtools[validate]'\n")
+
+
+def test_report_charts_need_the_validate_extra(core, tmp_path):
+    profile = jsonl([{"id": "x", "author": "x", "n_perceptions": 1, "scorer": "x:y", "group_by": ["author"],
+                      "values": {"A": {"score": 0.5, "n": 1, "sd": None}}}])
+    assert ok(run(core, tmp_path, ["gpv-report", "-q"], profile)).startswith(b"<!DOCTYPE html>")
+    err = one_line_naming_an_extra(run(core, tmp_path, ["gpv-report", "--png", "charts"], profile), "gpv-report")
     assert err.endswith("pip install 'gpvtools[validate]'\n")

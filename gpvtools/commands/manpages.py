@@ -12,7 +12,7 @@ import click
 
 from .. import __version__
 
-COMMANDS = ["chunk", "parse", "score", "train", "aggregate", "validate", "elicit"]
+COMMANDS = ["chunk", "parse", "score", "train", "aggregate", "validate", "elicit", "report"]
 
 COMMON_SECTIONS = {
     "EXIT STATUS": (
