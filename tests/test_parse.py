@@ -147,7 +147,7 @@ def test_records_from_a_server(invoke, cache_dir):
     assert first == {"id": "a#c0#p0", "doc_id": "a", "author": "ann", "text": CHUNKS[0]["text"],
                      "perception": "I help my neighbours every week", "perception_index": 0, "n_perceptions": 2,
                      "parser": f"openai:delay-model@{card['id']}"}
-    assert card["backend"] == "openai" and card["model"] == {"name": "delay-model", "server": server.url}
+    assert card["backend"] == "openai" and card["model"] == {"name": "delay-model"}
     assert re.fullmatch(r"[0-9a-f]{16}", card["id"]) and card["prompt"].startswith("sha256:")
     assert all(r["parser_instrument"] == card for r in out[1:])
     # The delay server counts words as tokens: the chunks have 11 + 2 + 8 + 12 = 33 words, its JSON

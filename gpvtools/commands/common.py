@@ -22,7 +22,7 @@ BACKEND_PREFIX = re.compile(r"^(llama-cpp|transformers|openai): ")
 
 class Command(click.Command):
     """A click command whose --help lists the backends' own options apart, each under its backend's name,
-    and which keeps its arguments as given, for the command line a record names (command_line)."""
+    and which keeps its arguments as given (ctx.meta["gpv.argv"]: the command line gpv-report shows)."""
 
     def parse_args(self, ctx, args):
         ctx.meta["gpv.argv"] = list(args)
@@ -84,22 +84,6 @@ def text_options(text_default="text"):
                             help="Field holding the text.")(f)
 
     return decorate
-
-
-def command_line(name, secret_options=()):
-    """The running command's line as a shell would take it, the values of SECRET_OPTIONS replaced by REDACTED."""
-    import shlex
-
-    args, shown, hide = click.get_current_context().meta.get("gpv.argv", []), [], False
-    for arg in args:
-        if hide:
-            shown.append("REDACTED")
-        elif any(arg.startswith(f"{opt}=") for opt in secret_options):
-            shown.append(arg.split("=", 1)[0] + "=REDACTED")
-        else:
-            shown.append(arg)
-        hide = not hide and arg in secret_options
-    return shlex.join([name, *shown])
 
 
 def from_command_line(name):

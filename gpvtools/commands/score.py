@@ -11,7 +11,7 @@ from ..runtimes.models import BUILTIN
 from ..runtimes.server import ServerSettings
 from ..streaming.errors import BadRecord, UsageError
 from ..streaming.stage import Stage, derive, note, run_command
-from .common import CONTEXT_SETTINGS, Command, command_line, from_command_line, stream_options, text_options
+from .common import CONTEXT_SETTINGS, Command, from_command_line, stream_options, text_options
 
 RESULT_FIELD = "values"
 
@@ -174,9 +174,10 @@ def main(stream, text_field, id_field, values_spec, values_field, describe, mode
                  most likely label is support or oppose; otherwise null (unmeasured)
 
     and "scorer" (BACKEND:MODEL@ID) and "instrument", the card of what measured: backend, model and
-    adapter by content (SHA-256), calibration, prompt templates' version, threshold, precision, the
-    gpvtools version and this command line. ID is a digest of the parts that make the numbers
-    (everything but the version and the command line); --describe prints the card. The dictionary
+    adapter by content (SHA-256), calibration, prompt templates' version, threshold, precision and the
+    gpvtools version, and nothing of how the run was invoked, so a resumed or sharded run writes what
+    an uninterrupted one does. ID is a digest of the parts that make the numbers (everything but the
+    version); --describe prints the card. The dictionary
     backend writes count, words and score = count/words instead. Without --model the built-in model
     scores offline on the CPU.
     """
@@ -214,7 +215,7 @@ def main(stream, text_field, id_field, values_spec, values_field, describe, mode
             names = values_mod.resolve(values_spec or "schwartz", warn)
         if values_field and values_spec:
             raise UsageError("--values and --values-field exclude each other")
-        card = instrument(settings, scorer, command_line("gpv-score", secret_options=("--api-key",)))
+        card = instrument(settings, scorer)
         return ScoreStage(scorer, names, text_field, id_field, batch_size, values_field, card)
 
     run_command("gpv-score", build, stream)

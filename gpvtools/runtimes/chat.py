@@ -104,9 +104,8 @@ class OpenAIChat(ChatModel):
         self.name = model or self.server.only_model()
 
     def identity(self):
-        from .identity import public_url
-
-        return {"name": self.name, "server": public_url(self.base_url)}
+        # The server's address is where the model runs, not what it is (see the scorer's card).
+        return {"name": self.name}
 
     def _response_format(self, level, schema):
         kind = FORMATS[level]

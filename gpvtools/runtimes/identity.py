@@ -107,13 +107,3 @@ def hub_identity(repo_id):
 def digest_of(obj, n=16):
     """A short stable digest of a JSON-able object (keys sorted)."""
     return hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).hexdigest()[:n]
-
-
-def public_url(url):
-    """URL without a user:password@ part, for cards that records carry."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url or "")
-    if not parts.hostname:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))

@@ -97,17 +97,16 @@ def _gpv_parts(model, adapter, precision):
             "threshold": THRESHOLD, "precision": precision}
 
 
-def instrument(s, scorer=None, command=None):
+def instrument(s, scorer=None):
     """The instrument card of settings S (with SCORER, the built scorer, where it resolved something).
 
     Computed from the settings and the files' bytes, without loading a model, so that --describe and a
-    scoring run give the same card."""
+    scoring run give the same card. It holds what makes the numbers and nothing of how the run was
+    invoked (command line, output file, --resume, the server's address): a resumed, sharded or
+    re-invoked run writes the same records as one uninterrupted run."""
     name = pick_backend(s)
     parts = {"backend": name, **CARDS[name](s, scorer)}
-    out = {"id": digest_of(parts), **parts, "gpvtools": __version__}
-    if command is not None:
-        out["command"] = command
-    return out
+    return {"id": digest_of(parts), **parts, "gpvtools": __version__}
 
 
 def tag(card):
@@ -235,7 +234,6 @@ def _openai(s):
 
 @card("openai")
 def _openai_card(s, scorer):
-    from ...runtimes.identity import public_url
     from ...runtimes.server import Server
 
     if scorer is not None:
@@ -244,8 +242,9 @@ def _openai_card(s, scorer):
         model = s.model
     else:
         model = Server(s.openai.server).only_model()
-    # The weights live on the server; its model name and URL are all that can be told from here.
-    return _gpv_parts({"name": model, "server": public_url(s.openai.server.base_url)}, None, "server")
+    # The weights live on the server; its model name is all that can be told from here. Its address is
+    # where it runs, not what it is: shards scored by servers on different nodes are one instrument.
+    return _gpv_parts({"name": model}, None, "server")
 
 
 @backend("dictionary")
