@@ -237,3 +237,35 @@ def test_the_stage_is_closed_once_its_run_ends(how, tmp_path, capsys):
     assert events == (["closed"] if how == "interrupted" else ["record", "closed"])
     err = capsys.readouterr().err
     assert err.count("interrupted") == (1 if how == "interrupted" else 0)  # said once, not again at the boundary
+
+
+def test_a_signal_in_llama_cpps_log_callback_is_kept_for_the_next_record(capsys, monkeypatch):
+    """A signal that lands in llama-cpp-python's log callback (which llama.cpp calls from inside a decode) is not
+    raised there, where ctypes would print "Exception ignored … Traceback" and drop it (a CI run's stderr): it
+    is remembered and ends the command at the next check, with one "interrupted" line and nothing else."""
+    import ctypes
+    import os
+    import signal
+    import sys
+
+    from gpvtools.streaming.stage import _pending, guarded
+
+    scope = {"os": os, "signal": signal}
+    source = "def callback():\n    os.kill(os.getpid(), signal.SIGINT)\n    sum(range(10_000))\n"
+    exec(compile(source, "/site-packages/llama_cpp/_logger.py", "exec"), scope)
+    callback = ctypes.CFUNCTYPE(None)(scope["callback"])
+    dropped = []  # what ctypes would print as "Exception ignored on calling ctypes callback function"
+    monkeypatch.setattr(sys, "unraisablehook", dropped.append)
+    done = []
+
+    def work():
+        callback()
+        done.append(True)
+        return 0
+
+    with pytest.raises(SystemExit) as e:
+        guarded("gpv-test", False, work)
+    _pending.clear()
+    assert dropped == []
+    assert done == [True] and e.value.code == 130
+    assert capsys.readouterr().err == "gpv-test: interrupted\n"

@@ -144,11 +144,26 @@ class Interrupted(Exception):
 
 
 _pending = []  # the first SIGINT/SIGTERM of this command, kept in case its exception was swallowed
+# Python functions that native code calls back while it computes (llama.cpp's log callback, which
+# llama-cpp-python sets at import): an exception raised in one is printed by ctypes ("Exception ignored
+# on calling ctypes callback function", with a traceback) and dropped, so a signal that lands there is
+# only remembered, and check_interrupted() raises it at the next record.
+NATIVE_CALLBACKS = ("llama_cpp/_logger.py",)
+
+
+def _in_native_callback(frame, depth=4):
+    while frame is not None and depth > 0:
+        if frame.f_code.co_filename.replace(os.sep, "/").endswith(NATIVE_CALLBACKS):
+            return True
+        frame, depth = frame.f_back, depth - 1
+    return False
 
 
 def _raise_interrupted(signum, frame):
     if not _pending:
         _pending.append(signum)
+    if _in_native_callback(frame):
+        return
     raise Interrupted(signum)
 
 
