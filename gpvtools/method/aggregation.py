@@ -233,7 +233,7 @@ class Aggregator:
         if "values" not in record:
             raise BadRecord("field 'values' is missing", line, record)
         if not isinstance(values, dict):
-            raise BadRecord(f"field 'values' must be an object, got {_kind(values)}", line, record)
+            raise BadRecord(f"field 'values' must be an object, got {json_kind(values)}", line, record)
         if self.merge:
             n = record["n_perceptions"]
             if type(n) is not int or n < 0:
@@ -244,7 +244,7 @@ class Aggregator:
         out = {}
         for name, entry in values.items():
             if not isinstance(entry, dict):
-                raise BadRecord(f"values.{name} must be an object, got {_kind(entry)}", line, record)
+                raise BadRecord(f"values.{name} must be an object, got {json_kind(entry)}", line, record)
             if self.merge:
                 if HIGHER_ORDER_MARK in entry:
                     self.saw_higher_order = True
@@ -255,7 +255,7 @@ class Aggregator:
                 raise BadRecord(f"values.{name} has no 'score'", line, record)
             score = entry["score"]
             if score is not None and not is_number(score):
-                raise BadRecord(f"values.{name}.score must be a number or null, got {_kind(score)}", line, record)
+                raise BadRecord(f"values.{name}.score must be a number or null, got {json_kind(score)}", line, record)
             out[name] = score
         return out
 
@@ -470,7 +470,7 @@ def _summary(entry, name, line, record):
     if type(n) is not int or n < 0:
         raise BadRecord(f"values.{name}.n must be a count (--merge reads gpv-aggregate's output)", line, record)
     if score is not None and not is_number(score):
-        raise BadRecord(f"values.{name}.score must be a number or null, got {_kind(score)}", line, record)
+        raise BadRecord(f"values.{name}.score must be a number or null, got {json_kind(score)}", line, record)
     if sd is not None and (not is_number(sd) or sd < 0):
         raise BadRecord(f"values.{name}.sd must be a non-negative number or null", line, record)
     if n > 0 and score is None:
@@ -481,7 +481,8 @@ def _summary(entry, name, line, record):
     return n, (float(score) if score is not None else 0.0), (float(sd) if sd is not None else None)
 
 
-def _kind(value):
+def json_kind(value):
+    """How an error message names the JSON type of VALUE ("a string", "null", …)."""
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -27,7 +27,7 @@ from ..streaming.atomic import AtomicFile
 from ..streaming.errors import BadRecord, GpvError, MissingDependency
 from ..streaming.jsonl import DEFAULT_MAX_LINE_BYTES, iter_lines, open_input, parse_line
 from ..streaming.resume import ERROR_FIELD
-from .aggregation import HIGHER_ORDER_MARK, Aggregator, group_identity, group_value, is_number
+from .aggregation import HIGHER_ORDER_MARK, Aggregator, group_identity, group_value, is_number, json_kind
 
 COMMAND = "gpv-report"
 # Schwartz's ten basic values in their circular order (Schwartz 1992), starting at the top, clockwise.
@@ -43,15 +43,6 @@ PROFILE_FIELDS = ("id", "values", "n_perceptions", "scorer", "instrument", "grou
 
 def source_name(path):
     return "standard input" if path == "-" else path
-
-
-def _kind(value):
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    return {str: "a string", int: "a number", float: "a number", list: "an array", dict: "an object"}.get(
-        type(value), type(value).__name__)
 
 
 def read_jsonl(path, max_line_bytes, counts):
@@ -93,7 +84,7 @@ class Profile:
             raise BadRecord("field 'n_perceptions' is missing (gpv-report reads gpv-aggregate's profiles)",
                             line, record)
         if type(n) is not int or n < 0:
-            raise BadRecord(f"field 'n_perceptions' must be a count, got {_kind(n)}", line, record)
+            raise BadRecord(f"field 'n_perceptions' must be a count, got {json_kind(n)}", line, record)
         self.n_perceptions = n
         self.scorer = record.get("scorer")
         self.values = _profile_values(record, line)
@@ -108,7 +99,7 @@ def _profile_id(record, line):
         raise BadRecord("field 'id' is missing", line, record)
     value = record["id"]
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise BadRecord(f"field 'id' must be a string, got {_kind(value)}", line, record)
+        raise BadRecord(f"field 'id' must be a string, got {json_kind(value)}", line, record)
     return str(value)
 
 
@@ -118,24 +109,34 @@ def _by_value(record, field, by, line):
     return group_value(record, field, line)
 
 
-def _profile_values(record, line):
-    """{name: (score, n, sd, derived)} of a profile, checked."""
+def _value_entries(record, line, score_required):
+    """(name, entry, score) of each value of RECORD's 'values' object, its score checked to be a number or
+    null (a missing score is null unless SCORE_REQUIRED)."""
     if "values" not in record:
         raise BadRecord("field 'values' is missing", line, record)
     values = record["values"]
     if not isinstance(values, dict):
-        raise BadRecord(f"field 'values' must be an object, got {_kind(values)}", line, record)
-    out = {}
+        raise BadRecord(f"field 'values' must be an object, got {json_kind(values)}", line, record)
     for name, entry in values.items():
         if not isinstance(entry, dict):
-            raise BadRecord(f"values.{name} must be an object, got {_kind(entry)}", line, record)
-        score, n, sd = entry.get("score"), entry.get("n"), entry.get("sd")
+            raise BadRecord(f"values.{name} must be an object, got {json_kind(entry)}", line, record)
+        if score_required and "score" not in entry:
+            raise BadRecord(f"values.{name} has no 'score'", line, record)
+        score = entry.get("score")
         if score is not None and not is_number(score):
-            raise BadRecord(f"values.{name}.score must be a number or null, got {_kind(score)}", line, record)
+            raise BadRecord(f"values.{name}.score must be a number or null, got {json_kind(score)}", line, record)
+        yield name, entry, score
+
+
+def _profile_values(record, line):
+    """{name: (score, n, sd, derived)} of a profile, checked."""
+    out = {}
+    for name, entry, score in _value_entries(record, line, score_required=False):
+        n, sd = entry.get("n"), entry.get("sd")
         if type(n) is not int or n < 0:
-            raise BadRecord(f"values.{name}.n must be a count, got {_kind(n)}", line, record)
+            raise BadRecord(f"values.{name}.n must be a count, got {json_kind(n)}", line, record)
         if sd is not None and (not is_number(sd) or sd < 0):
-            raise BadRecord(f"values.{name}.sd must be a non-negative number or null, got {_kind(sd)}",
+            raise BadRecord(f"values.{name}.sd must be a non-negative number or null, got {json_kind(sd)}",
                             line, record)
         out[name] = (score, n, sd, HIGHER_ORDER_MARK in entry)
     return out
@@ -159,7 +160,7 @@ def _instruments(record, line):
         return [inst]
     if isinstance(inst, list) and inst and all(isinstance(i, dict) for i in inst):
         return inst
-    raise BadRecord(f"field 'instrument' must be an object or a list of objects, got {_kind(inst)}", line, record)
+    raise BadRecord(f"field 'instrument' must be an object or a list of objects, got {json_kind(inst)}", line, record)
 
 
 def read_profiles(path, max_line_bytes=DEFAULT_MAX_LINE_BYTES):
@@ -284,7 +285,7 @@ class Evidence:
         scores = _scores(record, line)
         text = record.get(self.text_field)
         if not isinstance(text, str):
-            what = "is missing" if self.text_field not in record else f"must be a string, got {_kind(text)}"
+            what = "is missing" if self.text_field not in record else f"must be a string, got {json_kind(text)}"
             raise BadRecord(f"field '{self.text_field}' {what} (--text-field)", line, record)
         index = self._group_of(record, line)
         self.n_read += 1
@@ -346,30 +347,18 @@ def _perception_id(record, line):
         raise BadRecord("field 'id' is missing", line, record)
     value = record["id"]
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise BadRecord(f"field 'id' must be a string or a number, got {_kind(value)}", line, record)
+        raise BadRecord(f"field 'id' must be a string or a number, got {json_kind(value)}", line, record)
     return str(value)
 
 
 def _scores(record, line):
     """{name: (score or None, entry)} of a scored perception, checked."""
-    if "values" not in record:
-        raise BadRecord("field 'values' is missing", line, record)
-    values = record["values"]
-    if not isinstance(values, dict):
-        raise BadRecord(f"field 'values' must be an object, got {_kind(values)}", line, record)
     out = {}
-    for name, entry in values.items():
-        if not isinstance(entry, dict):
-            raise BadRecord(f"values.{name} must be an object, got {_kind(entry)}", line, record)
-        if "score" not in entry:
-            raise BadRecord(f"values.{name} has no 'score'", line, record)
-        score = entry["score"]
-        if score is not None and not is_number(score):
-            raise BadRecord(f"values.{name}.score must be a number or null, got {_kind(score)}", line, record)
+    for name, entry, score in _value_entries(record, line, score_required=True):
         for field in ("relevance", "support", "oppose"):
             x = entry.get(field)
             if x is not None and not is_number(x):
-                raise BadRecord(f"values.{name}.{field} must be a number or null, got {_kind(x)}", line, record)
+                raise BadRecord(f"values.{name}.{field} must be a number or null, got {json_kind(x)}", line, record)
         out[name] = (score, entry)
     return out
 
