@@ -62,29 +62,28 @@ def run_report(invoke, tmp_path, *args, profiles="profiles.jsonl"):
     return invoke(report.main, [str(tmp_path / profiles), *args])
 
 
-def evidence_tables(page):
-    """{(group id, value): (raised ids, lowered ids)} as the page shows them."""
+def captioned_tables(page):
+    """{(group id, value): {caption: ids}} of the evidence tables as the page shows them."""
     out = {}
     for section in page.split('<section class="group" id="ev-')[1:]:
         group = re.search(r'<h3>Evidence for <a href="#g-\d+">(.*?)</a></h3>', section).group(1)
         for block in section.split('<div id="ev-')[1:]:
             name = re.search(r"<h4>(.*?)</h4>", block).group(1)
-            tables = {caption: re.findall(r'data-perception-id="([^"]*)"', body)
-                      for caption, body in re.findall(r"<caption>(.*?)</caption>(.*?)</table>", block, re.S)}
-            out[(group, name)] = (tables.get("raised the score", []), tables.get("lowered the score", []))
+            out[(group, name)] = {caption: re.findall(r'data-perception-id="([^"]*)"', body)
+                                  for caption, body in re.findall(r"<caption>(.*?)</caption>(.*?)</table>", block,
+                                                                  re.S)}
     return out
+
+
+def evidence_tables(page):
+    """{(group id, value): (raised ids, lowered ids)} as the page shows them."""
+    return {key: (tables.get("raised the score", []), tables.get("lowered the score", []))
+            for key, tables in captioned_tables(page).items()}
 
 
 def at_mean_tables(page):
     """{(group id, value): ids shown at the group's mean}."""
-    out = {}
-    for section in page.split('<section class="group" id="ev-')[1:]:
-        group = re.search(r'<h3>Evidence for <a href="#g-\d+">(.*?)</a></h3>', section).group(1)
-        for block in section.split('<div id="ev-')[1:]:
-            name = re.search(r"<h4>(.*?)</h4>", block).group(1)
-            body = re.search(r"<caption>at the group's mean</caption>(.*?)</table>", block, re.S)
-            out[(group, name)] = re.findall(r'data-perception-id="([^"]*)"', body.group(1)) if body else []
-    return out
+    return {key: tables.get("at the group's mean", []) for key, tables in captioned_tables(page).items()}
 
 
 def expected_evidence(records, profiles, k):
