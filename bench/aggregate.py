@@ -22,9 +22,10 @@ import orjson
 from gpvtools.method.values import system
 
 ROOT = Path(__file__).resolve().parent.parent
-def entry_point():
-    exe = Path(sys.executable).parent / "gpv-aggregate"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "gpvtools.commands.aggregate"]
+def entry_point(name="gpv-aggregate"):
+    """The installed command NAME, or its module run by this Python (bench/report.py uses it too)."""
+    exe = Path(sys.executable).parent / name
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", f"gpvtools.commands.{name.removeprefix('gpv-')}"]
 
 
 def write_records(path, order, groups, relevance, scores, names, chunk=20000):
@@ -41,8 +42,8 @@ def write_records(path, order, groups, relevance, scores, names, chunk=20000):
             f.write(b"\n".join(lines) + b"\n")
 
 
-def measure(command, output):
-    """(wall seconds, peak RSS in MiB) of one run, the output going to OUTPUT.
+def measure(command):
+    """(wall seconds, peak RSS in MiB) of one run of COMMAND (bench/report.py uses it too).
 
     A fresh wrapper process runs the command, since RUSAGE_CHILDREN reports the largest child a process
     ever waited for: each figure is then that run's alone.
@@ -52,11 +53,10 @@ def measure(command, output):
                "rc = subprocess.run(sys.argv[1:]).returncode\n"
                "wall = time.perf_counter() - t\n"
                "print(wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc)\n")
-    done = subprocess.run([sys.executable, "-c", wrapper, *command, "-o", str(output)], capture_output=True,
-                          text=True, check=True)
+    done = subprocess.run([sys.executable, "-c", wrapper, *command], capture_output=True, text=True, check=True)
     wall, maxrss, rc = done.stdout.split()
     if rc != "0":
-        raise SystemExit(f"gpv-aggregate failed ({rc}): {done.stderr}")
+        raise SystemExit(f"{Path(command[0]).name} failed ({rc}): {done.stderr}")
     return float(wall), int(maxrss) / 1024
 
 
@@ -83,7 +83,7 @@ def main():
                 data = tmp / f"{size}.{order_name}.jsonl"
                 write_records(data, order, groups, relevance, scores, names)
                 out = tmp / f"{size}.{order_name}.out.jsonl"
-                wall, rss = measure([*entry_point(), "-q", "--by", "author", str(data)], out)
+                wall, rss = measure([*entry_point(), "-q", "--by", "author", str(data), "-o", str(out)])
                 n_groups = out.read_bytes().count(b"\n")
                 mb = data.stat().st_size / 1e6
                 print(f"{size:>9,} {mb:>7.1f} {order_name:>9} {wall:>8.2f} {size / wall:>10,.0f} "

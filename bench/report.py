@@ -21,12 +21,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from aggregate import entry_point, measure  # bench/aggregate.py, beside this file
 from gpvtools.method.values import system
-
-
-def entry_point(name):
-    exe = Path(sys.executable).parent / name
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", f"gpvtools.commands.{name.removeprefix('gpv-')}"]
 
 
 def write_records(path, n, groups, names, rng, chunk=20000):
@@ -59,21 +55,6 @@ def head(src, dest, n):
             if i == n:
                 break
             out.write(line)
-
-
-def measure(command):
-    """(wall seconds, peak RSS in MiB) of one run in a fresh wrapper process (RUSAGE_CHILDREN keeps the
-    largest child a process ever waited for)."""
-    wrapper = ("import resource, subprocess, sys, time\n"
-               "t = time.perf_counter()\n"
-               "rc = subprocess.run(sys.argv[1:]).returncode\n"
-               "wall = time.perf_counter() - t\n"
-               "print(wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc)\n")
-    done = subprocess.run([sys.executable, "-c", wrapper, *command], capture_output=True, text=True, check=True)
-    wall, maxrss, rc = done.stdout.split()
-    if rc != "0":
-        raise SystemExit(f"{command[0]} failed ({rc}): {done.stderr}")
-    return float(wall), int(maxrss) / 1024
 
 
 def main():
