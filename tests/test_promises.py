@@ -302,9 +302,28 @@ def test_score_transformers_resume_equals_a_clean_run_and_skips_the_done_record(
     torn_after_first(clean, out)
     rc, _, err = run(argv + [str(data), "-o", str(out), "--resume"], tmp_path)
     assert rc == 0, err
-    assert out.read_bytes() == clean
     text = err.decode()
     assert "resuming" in text and "1 input done, 1 record kept" in text and "1 input already done" in text
+    # The finished record is kept as it was written, byte for byte; the torn one is scored again. Scoring it
+    # again in a new process need not give the same float32 bits: torch's CPU kernels promise no
+    # bit-identical results between processes, and a CI run once read relevance 0.533428 where the clean
+    # run read 0.533432. So the rescored record is held to the clean one field by field, its numbers to 1e-4.
+    kept, rescored = out.read_bytes().splitlines(keepends=True), clean.splitlines(keepends=True)
+    assert len(kept) == len(rescored) == 2
+    assert kept[0] == rescored[0]
+    assert_same_record(orjson.loads(kept[1]), orjson.loads(rescored[1]), tol=1e-4)
+
+
+def assert_same_record(got, want, tol, where="record"):
+    """GOT equals WANT: the same keys, strings and flags, and every float within TOL."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and got.keys() == want.keys(), f"{where}: {got!r} != {want!r}"
+        for k in want:
+            assert_same_record(got[k], want[k], tol, f"{where}.{k}")
+    elif isinstance(want, float) and not isinstance(want, bool):
+        assert isinstance(got, float) and abs(got - want) <= tol, f"{where}: {got} != {want} (tolerance {tol})"
+    else:
+        assert got == want, f"{where}: {got!r} != {want!r}"
 
 
 # --- exit statuses 130, 143, 141 ----------------------------------------------------------------------------------
