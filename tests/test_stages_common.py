@@ -171,9 +171,46 @@ def test_signals_held_until_a_write_ends():
         _pending.clear()
 
 
+@pytest.fixture
+def python_sigint():
+    """SIGINT with Python's own handler, as in a shell's foreground job, whatever the test run inherited: a run
+    started in the background by a non-interactive shell (`.ci/run &`) has SIGINT ignored, and a command
+    leaves an ignored SIGINT ignored (test_an_ignored_sigint_stays_ignored)."""
+    import signal
+
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
+def test_an_ignored_sigint_stays_ignored(capsys):
+    """A background job's SIGINT is ignored by its shell, and the command keeps it so: Ctrl-C at the terminal
+    is not for it. The signal does nothing and the command finishes."""
+    import os
+    import signal
+
+    from gpvtools.streaming.stage import _pending, guarded
+
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        def work():
+            os.kill(os.getpid(), signal.SIGINT)
+            sum(range(10_000))
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            return 0
+
+        with pytest.raises(SystemExit) as e:
+            guarded("gpv-test", False, work)
+        assert e.value.code == 0 and capsys.readouterr().err == ""
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, old)
+        _pending.clear()
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the one ctypes drops, on purpose
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
-def test_a_signal_swallowed_by_a_native_callback_still_interrupts(signame, capsys):
+def test_a_signal_swallowed_by_a_native_callback_still_interrupts(signame, capsys, python_sigint):
     """llama.cpp calls its Python log callback from inside a decode; a SIGINT that landed there raised in
     the callback, ctypes printed "Exception ignored" and gpv-score scored on and exited 0 (a CI run). The
     signal is remembered and ends the command at the next check, with 128 + signum."""
@@ -239,7 +276,7 @@ def test_the_stage_is_closed_once_its_run_ends(how, tmp_path, capsys):
     assert err.count("interrupted") == (1 if how == "interrupted" else 0)  # said once, not again at the boundary
 
 
-def test_a_signal_in_llama_cpps_log_callback_is_kept_for_the_next_record(capsys, monkeypatch):
+def test_a_signal_in_llama_cpps_log_callback_is_kept_for_the_next_record(capsys, monkeypatch, python_sigint):
     """A signal that lands in llama-cpp-python's log callback (which llama.cpp calls from inside a decode) is not
     raised there, where ctypes would print "Exception ignored … Traceback" and drop it (a CI run's stderr): it
     is remembered and ends the command at the next check, with one "interrupted" line and nothing else."""
