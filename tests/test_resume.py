@@ -54,6 +54,14 @@ def test_a_damaged_middle_is_refused_not_destroyed(tmp_path):
     assert path.read_bytes() == before
 
 
+def test_resuming_onto_a_directory_is_a_clear_error(tmp_path, invoke):
+    """Seen with gpv-slurm: a directory where the output goes raised IsADirectoryError, told as a bug."""
+    (tmp_path / "out.jsonl").mkdir()
+    result = invoke(chunk.main, ["-t", "words", "-o", str(tmp_path / "out.jsonl"), "--resume"], b'{"id": "a", "text": "x"}\n')
+    assert result.exit_code == 1
+    assert result.stderr == f"gpv-chunk: error: cannot resume onto {tmp_path / 'out.jsonl'}: it is not a regular file\n"
+
+
 def test_resume_via_the_command_skips_done_documents(tmp_path, invoke):
     docs = b"".join(orjson.dumps({"id": f"d{i}", "text": f"Text number {i}."}) + b"\n" for i in range(5))
     out = tmp_path / "out.jsonl"

@@ -55,6 +55,8 @@ def prepare(path, source_key, group_size):
     """
     if not os.path.exists(path):
         return ResumeState(done=set())
+    if not os.path.isfile(path):
+        raise GpvError(f"cannot resume onto {path}: it is not a regular file")
     size = os.path.getsize(path)
     counts, expected = {}, {}
     lineno = 0
