@@ -44,10 +44,10 @@ def cron_argv(work, url, *inputs, extra=()):
 
 def from_scratch(inputs, url, cache, env):
     a = stage_args(url, cache)
-    files = " ".join(map(str, inputs))
-    done = subprocess.run(f"cat {files} | gpv-chunk {a['chunk']} | gpv-parse {a['parse']} | gpv-score {a['score']} "
-                          f"| gpv-aggregate -q --by author {a['aggregate']}", shell=True, capture_output=True,
-                          env=env, check=True)
+    text = b"".join(data + b"\n" * (not data.endswith(b"\n")) for data in (Path(f).read_bytes() for f in inputs))
+    done = subprocess.run(f"gpv-chunk {a['chunk']} | gpv-parse {a['parse']} | gpv-score {a['score']} "
+                          f"| gpv-aggregate -q --by author {a['aggregate']}", shell=True, input=text,
+                          capture_output=True, env=env, check=True)
     return [orjson.loads(line) for line in done.stdout.splitlines()]
 
 
@@ -73,7 +73,8 @@ def assert_same_profiles(got, want):
 
 def days(posts_path, tmp_path):
     """Three days of input: posts.jsonl grows by appended posts each day, and each day after the first
-    brings a file of its own. Yields the day's input files, in the order a glob gives them."""
+    brings a file of its own, whose last line has no newline. Yields the day's input files, in the order a
+    glob gives them."""
     lines = posts_path.read_bytes().splitlines()
     posts, seen = tmp_path / "in" / "posts.jsonl", 0
     posts.parent.mkdir()
@@ -82,7 +83,7 @@ def days(posts_path, tmp_path):
             f.write(b"".join(line + b"\n" for line in lines[seen:seen + append]))
         seen += append
         if own:
-            (posts.parent / f"day{day}.jsonl").write_bytes(b"".join(line + b"\n" for line in lines[seen:seen + own]))
+            (posts.parent / f"day{day}.jsonl").write_bytes(b"\n".join(lines[seen:seen + own]))
             seen += own
         yield day, sorted(posts.parent.glob("*.jsonl"))
 
