@@ -4,6 +4,7 @@ import os
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 from click.testing import CliRunner
 
@@ -15,6 +16,39 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get(
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("GPV_SHARED", ROOT.parent / "shared"))
 POSTS = SHARED / "data" / "blogs" / "posts-dev.jsonl"
+
+
+def outside_env(base=None, **extra):
+    """BASE (os.environ) without GPV_*, OPENAI_* and SLURM_* variables, plus EXTRA: a command's environment
+    as outside any run or array job. PATH keeps this Python's entry points first (set above)."""
+    env = {k: v for k, v in (os.environ if base is None else base).items()
+           if not k.startswith(("GPV_", "OPENAI_", "SLURM_"))}
+    env.update(extra)
+    return env
+
+
+def read_jsonl(path):
+    return [orjson.loads(line) for line in Path(path).read_bytes().splitlines()]
+
+
+def assert_same_record(got, want, tol, where="record"):
+    """GOT equals WANT: the same keys, strings, counts and flags, and every float within TOL."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and got.keys() == want.keys(), f"{where}: {got!r} != {want!r}"
+        for k in want:
+            assert_same_record(got[k], want[k], tol, f"{where}.{k}")
+    elif isinstance(want, float):
+        assert isinstance(got, float) and abs(got - want) <= tol, f"{where}: {got} != {want} (tolerance {tol})"
+    else:
+        assert got == want, f"{where}: {got!r} != {want!r}"
+
+
+def assert_same_profiles(got, want, tol=1e-12):
+    """Profiles (gpv-aggregate's output) equal: the same ids in the same order, and each profile equal as
+    assert_same_record has it, scores and sds within TOL (a merge pools sums, then divides)."""
+    assert [r["id"] for r in got] == [r["id"] for r in want] and want
+    for g, w in zip(got, want):
+        assert_same_record(g, w, tol, f"profile {w['id']}")
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +73,6 @@ def invoke():
 # Perceptions for the scoring tests: real sentences from the blog posts, picked the same way every run.
 import re  # noqa: E402
 
-import orjson  # noqa: E402
 
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 

@@ -10,14 +10,13 @@ server of its own.
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import orjson
 import pytest
 
-from .conftest import ROOT, SHARED
+from .conftest import ROOT, SHARED, assert_same_profiles, outside_env, read_jsonl as records
 from .servers import DelayChatServer
 
 LEXICON = str(SHARED / "data" / "dictionaries" / "schwartz-values-en.json")
@@ -26,9 +25,7 @@ SCRIPT = ROOT / "bin" / "gpv-cron"
 
 @pytest.fixture
 def env(tmp_path):
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("GPV_", "OPENAI_", "SLURM_"))}
-    e.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{e['PATH']}", GPV_CACHE_DIR=str(tmp_path / "cache"))
-    return e
+    return outside_env(GPV_CACHE_DIR=str(tmp_path / "cache"))
 
 
 def stage_args(url, cache):
@@ -49,26 +46,6 @@ def from_scratch(inputs, url, cache, env):
                           f"| gpv-aggregate -q --by author {a['aggregate']}", shell=True, input=text,
                           capture_output=True, env=env, check=True)
     return [orjson.loads(line) for line in done.stdout.splitlines()]
-
-
-def records(path):
-    return [orjson.loads(line) for line in Path(path).read_bytes().splitlines()]
-
-
-def assert_same_profiles(got, want):
-    """Ids, groups, kept fields and n exactly; score and sd within 1e-12 (a merge pools sums, then divides)."""
-    assert [r["id"] for r in got] == [r["id"] for r in want] and want
-    for g, w in zip(got, want):
-        assert {k: v for k, v in g.items() if k != "values"} == {k: v for k, v in w.items() if k != "values"}
-        assert g["values"].keys() == w["values"].keys()
-        for name, a in g["values"].items():
-            b = w["values"][name]
-            assert a["n"] == b["n"], (g["id"], name)
-            for field in ("score", "sd"):
-                if a[field] is None or b[field] is None:
-                    assert a[field] == b[field]
-                else:
-                    assert abs(a[field] - b[field]) <= 1e-12 * max(1.0, abs(b[field])), (g["id"], name, field)
 
 
 def days(posts_path, tmp_path):

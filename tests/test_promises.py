@@ -24,7 +24,7 @@ import pytest
 from gpvtools.method import parsing
 from gpvtools.method.scoring import RELEVANCE, VALENCE, TEMPLATES
 
-from .conftest import SHARED
+from .conftest import SHARED, assert_same_record
 from .servers import FaultProxy, ScriptedChatServer, start_llama_server, stop_server
 
 PAPER = SHARED / "paper" / "gpv-paper.txt"
@@ -313,17 +313,6 @@ def test_score_transformers_resume_equals_a_clean_run_and_skips_the_done_record(
     assert kept[0] == rescored[0]
     assert_same_record(orjson.loads(kept[1]), orjson.loads(rescored[1]), tol=1e-4)
 
-
-def assert_same_record(got, want, tol, where="record"):
-    """GOT equals WANT: the same keys, strings and flags, and every float within TOL."""
-    if isinstance(want, dict):
-        assert isinstance(got, dict) and got.keys() == want.keys(), f"{where}: {got!r} != {want!r}"
-        for k in want:
-            assert_same_record(got[k], want[k], tol, f"{where}.{k}")
-    elif isinstance(want, float) and not isinstance(want, bool):
-        assert isinstance(got, float) and abs(got - want) <= tol, f"{where}: {got} != {want} (tolerance {tol})"
-    else:
-        assert got == want, f"{where}: {got!r} != {want!r}"
 
 
 # --- exit statuses 130, 143, 141 ----------------------------------------------------------------------------------

@@ -9,15 +9,12 @@ the controller (scontrol), never inferred. The pipeline runs the real commands; 
 offline backends (sentences, dictionary) so that the test measures the scheduling, not a model.
 """
 
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import orjson
 import pytest
 
-from .conftest import ROOT, SHARED
+from .conftest import ROOT, SHARED, assert_same_profiles, outside_env, read_jsonl as records
 from .slurmcluster import Cluster, missing
 
 LEXICON = str(SHARED / "data" / "dictionaries" / "schwartz-values-en.json")
@@ -38,10 +35,7 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture
 def slurm_env(tmp_path, cluster):
-    env = {k: v for k, v in cluster.env.items() if not k.startswith(("GPV_", "OPENAI_", "SLURM_"))}
-    env.update(SLURM_CONF=cluster.env["SLURM_CONF"], GPV_CACHE_DIR=str(tmp_path / "cache"),
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}")
-    return env
+    return outside_env(SLURM_CONF=cluster.env["SLURM_CONF"], GPV_CACHE_DIR=str(tmp_path / "cache"))
 
 
 @pytest.fixture(scope="module")
@@ -54,35 +48,10 @@ def corpus60(posts_path, tmp_path_factory):
 @pytest.fixture(scope="module")
 def single_run(corpus60):
     """The same pipeline on one machine, in one shell pipe: what the shards and the merge must equal."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GPV_", "OPENAI_", "SLURM_"))}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     done = subprocess.run(f"gpv-chunk {STAGES['chunk']} {corpus60} | gpv-parse {STAGES['parse']} | "
                           f"gpv-score {STAGES['score']} | gpv-aggregate -q --by author --keep gender",
-                          shell=True, capture_output=True, env=env, check=True)
+                          shell=True, capture_output=True, env=outside_env(), check=True)
     return [orjson.loads(line) for line in done.stdout.splitlines()]
-
-
-def records(path):
-    return [orjson.loads(line) for line in Path(path).read_bytes().splitlines()]
-
-
-def assert_equal_profiles(merged, whole):
-    """The merged shards' profiles equal the single run's: ids, groups and n exactly, score and sd to 1e-12."""
-    assert [r["id"] for r in merged] == [r["id"] for r in whole] and len(whole) > 10
-    identical = 0
-    for m, w in zip(merged, whole):
-        assert {k: v for k, v in m.items() if k != "values"} == {k: v for k, v in w.items() if k != "values"}
-        assert m["values"].keys() == w["values"].keys()
-        for name, a in m["values"].items():
-            b = w["values"][name]
-            assert a["n"] == b["n"]
-            for field in ("score", "sd"):
-                if a[field] is None or b[field] is None:
-                    assert a[field] == b[field]
-                else:
-                    assert abs(a[field] - b[field]) <= 1e-12 * max(1.0, abs(b[field]))
-            identical += a == b
-    return identical, sum(len(m["values"]) for m in merged)
 
 
 def submit(argv, env, cwd):
@@ -117,7 +86,9 @@ def test_sharded_array_job_and_merge_equal_a_single_machine_run(cluster, corpus6
     assert all(shard_docs) and sum(map(len, shard_docs)) == len(set().union(*shard_docs)) == 60
 
     merged = records(work / "aggregate.jsonl")
-    identical, total = assert_equal_profiles(merged, single_run)
+    assert_same_profiles(merged, single_run)
+    pairs = [(entry, w["values"][name]) for m, w in zip(merged, single_run) for name, entry in m["values"].items()]
+    identical, total = sum(a == b for a, b in pairs), len(pairs)
     print(f"\n{len(merged)} authors over 3 shards on SLURM: {identical} of {total} value entries bit-identical "
           f"to the single run, the rest within 1e-12")
 
@@ -153,7 +124,7 @@ def test_a_failed_shard_holds_the_merge_back_and_resume_redoes_only_that_shard(c
     assert cluster.wait(again_merge)[0]["JobState"] == "COMPLETED"
     assert {p: p.stat().st_mtime_ns for p in kept} == kept
     assert [line.split()[0] for line in (work / "jobs").read_text().splitlines()] == ["array", "merge"] * 2
-    assert_equal_profiles(records(work / "aggregate.jsonl"), single_run)
+    assert_same_profiles(records(work / "aggregate.jsonl"), single_run)
 
     # Once every shard has its aggregate, --resume submits the merge alone.
     alone, merge_only, note = submit(["--resume", *argv], slurm_env, tmp_path)
@@ -179,8 +150,7 @@ def test_resume_refuses_while_the_earlier_array_still_runs(cluster, tmp_path, sl
 
 
 def test_usage_errors_and_dry_run(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GPV_", "OPENAI_", "SLURM_"))}
-    env["PATH"] = "/usr/bin:/bin"  # no sbatch is needed, and none may be called
+    env = outside_env(PATH="/usr/bin:/bin")  # no sbatch is needed, and none may be called
     bad = subprocess.run([str(SCRIPT), "-n", "zero", str(tmp_path / "nope.jsonl")], capture_output=True, env=env)
     assert bad.returncode == 2 and bad.stderr.startswith(b"gpv-slurm: error: ")
     corpus = tmp_path / "c.jsonl"
