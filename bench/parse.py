@@ -1,7 +1,7 @@
 """Benchmark gpv-parse's concurrency: -j 1 against -j N on a server that answers in a fixed delay.
 
     python bench/parse.py [--chunks 64] [--delay 0.25] [--jobs 1,8]
-    python bench/parse.py --builtin 64 [--threads 2] [--jobs-batched 8]
+    python bench/parse.py --builtin 64 [--threads 2] [--jobs-batched 8] [--weights Q8_0]
 
 With --builtin N it measures instead the built-in parser (SmolLM2-135M in-process, as gpv-parse runs it
 by default: greedy, the JSON schema's grammar, repeat penalty 1.2, no cache) on the first N chunks that
@@ -11,7 +11,9 @@ process: one chunk at a time (gpv-parse -j 1: llama-cpp-python's create_chat_com
 runtimes/batching.py), all N chunks queued at once. It prints seconds per chunk (min, median, max),
 reply tokens and usable replies of the first run, chunks/s of each and their ratio, how many chunks got
 the same reply text from both (and, for each that did not, where the replies part), and the peak RSS
-after each run. --jobs-batched 0 leaves out the batched run.
+after each run. --jobs-batched 0 leaves out the batched run. --weights TYPE runs both on a copy of the
+built-in GGUF in another weight type (Q8_0, Q4_0, F16, F32: bench/token_costs.py), written to a
+temporary directory first.
 
 The server (tests/servers.py DelayChatServer) is a real HTTP server on 127.0.0.1 that answers every
 chat request after --delay seconds, many at once, with the chunk's sentences as perceptions, so the
@@ -46,9 +48,20 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="--builtin: llama.cpp threads")
     ap.add_argument("--jobs-batched", type=int, default=8, metavar="J",
                     help="--builtin: sequences decoded together in the batched run (0: no batched run)")
+    ap.add_argument("--weights", metavar="TYPE", help="--builtin: a copy of the built-in GGUF in this weight type")
     args = ap.parse_args()
     if args.builtin:
-        return builtin(args)
+        if not args.weights:
+            return builtin(args, None)
+        import llama_cpp
+
+        from token_costs import copy_as
+
+        from gpvtools.runtimes.llama import quiet_stderr
+        from gpvtools.runtimes.models import builtin_gguf
+
+        with tempfile.TemporaryDirectory() as directory, quiet_stderr():
+            return builtin(args, copy_as(llama_cpp, builtin_gguf(), args.weights, directory))
 
     chunked = subprocess.run([sys.executable, "-m", "gpvtools.commands.chunk", "-q", "-t", "words", str(args.posts)],
                              capture_output=True, check=True).stdout.splitlines()[: args.chunks]
@@ -114,20 +127,22 @@ def parse_all(model, texts, jobs):
         return list(pool.map(one, texts))
 
 
-def builtin(args):
+def builtin(args, model_path):
     import statistics
 
     import orjson
 
     from gpvtools.runtimes.chat import ChatSettings, LlamaChatSettings, build_chat_model
+    from gpvtools.runtimes.models import BUILTIN
 
     chunked = subprocess.run([sys.executable, "-m", "gpvtools.commands.chunk", "-q", str(args.posts)],
                              capture_output=True, check=True).stdout.splitlines()[: args.builtin]
     texts = [orjson.loads(line)["text"] for line in chunked]
 
     def run(jobs):
-        model = build_chat_model(ChatSettings(llama_cpp=LlamaChatSettings(
-            threads=args.threads, repeat_penalty=1.2, parallel=jobs), use_cache=False))
+        model = build_chat_model(ChatSettings(
+            model=str(model_path) if model_path else BUILTIN,
+            llama_cpp=LlamaChatSettings(threads=args.threads, repeat_penalty=1.2, parallel=jobs), use_cache=False))
         start = time.perf_counter()
         results = parse_all(model, texts, jobs)
         seconds = time.perf_counter() - start
