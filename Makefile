@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo demo-posts demo-elicit test test-fast lint man bench clean
+.PHONY: demo demo-posts demo-elicit test test-fast lint man bench clean FORCE
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,13 +14,33 @@ $(BIN)/python:
 # llama-cpp-python compiles llama.cpp. By default it compiles for the building CPU's every
 # instruction (AVX-512 here), and pip caches that wheel and hands it to any later install: on a
 # CPU without those instructions (another CI host, an HPC compute node) the first model call dies
-# with "Illegal instruction". So it is built for x86-64 with AVX2/FMA/F16C, which every x86 server
-# of the last decade has, and never from or into pip's cache. For this CPU's fastest build, on a
-# machine that builds and runs: make LLAMA_CMAKE_ARGS=-DGGML_NATIVE=ON.
+# with "Illegal instruction". So it is built, never from or into pip's cache, for the instruction
+# set LLAMA_CPU names:
+#   avx2    (default) x86-64 with AVX2/FMA/F16C, which every x86 server of the last decade has
+#   avx512  avx2 plus AVX-512 (F/CD/VL/DQ/BW, VBMI, VNNI, BF16) and AVX-VNNI: Intel Sapphire Rapids
+#           and later, AMD Zen 4 and later; float32 prompts about 1.4x faster (bench/RESULTS.md)
+#   native  all the building CPU has (GGML_NATIVE). On a CPU with AMX that includes llama.cpp's
+#           AMX kernels, and llama-cpp-python 0.3.36 built so segfaults in the built-in model's first
+#           decode (measured 2026-12-07, bench/RESULTS.md): use avx512 there.
+# `make test LLAMA_CPU=avx512` rebuilds llama-cpp-python when the choice (or LLAMA_CMAKE_ARGS) changed.
 LLAMA_CPP ?= llama-cpp-python==0.3.36
-LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
-	-DGGML_BMI2=ON -DGGML_AVX512=OFF
-$(VENV)/.llama: | $(BIN)/python
+LLAMA_CPU ?= avx2
+LLAMA_ARGS_avx2 := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+	-DGGML_AVX512=OFF
+LLAMA_ARGS_avx512 := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+	-DGGML_AVX_VNNI=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON
+LLAMA_ARGS_native := -DGGML_NATIVE=ON
+LLAMA_CMAKE_ARGS ?= $(LLAMA_ARGS_$(LLAMA_CPU))
+ifeq ($(strip $(LLAMA_CMAKE_ARGS)),)
+$(error LLAMA_CPU=$(LLAMA_CPU): choose avx2, avx512 or native)
+endif
+LLAMA_BUILD := $(LLAMA_CPP) $(LLAMA_CMAKE_ARGS)
+
+# What .llama was built with; rewritten only when that changes, so that a change rebuilds it.
+$(VENV)/.llama-build: FORCE | $(BIN)/python
+	@if [ "$$(cat $@ 2>/dev/null)" != '$(LLAMA_BUILD)' ]; then echo '$(LLAMA_BUILD)' > $@; fi
+
+$(VENV)/.llama: $(VENV)/.llama-build | $(BIN)/python
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q --no-cache-dir --force-reinstall --no-deps '$(LLAMA_CPP)'
 	touch $@
 
