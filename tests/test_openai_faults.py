@@ -7,7 +7,6 @@ a 200 whose body is not JSON, a 200 with no body. Each faulted request is not fo
 exactly the requests of a clean run; the output must be byte for byte the clean run's.
 """
 
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -16,6 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from .conftest import outside_env
 from .servers import FaultProxy
 
 PERCEPTIONS = [{"id": "a#c0#p0", "doc_id": "a", "perception": "I help my neighbours every week."}]
@@ -37,9 +37,7 @@ def jsonl(records):
 
 @pytest.fixture
 def env(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GPV_", "OPENAI_", "SLURM_"))}
-    env["GPV_CACHE_DIR"] = str(tmp_path / "cache")
-    return env
+    return outside_env(GPV_CACHE_DIR=str(tmp_path / "cache"))
 
 
 def score_through(proxy, env):

@@ -24,7 +24,7 @@ import pytest
 from gpvtools.method import parsing
 from gpvtools.method.scoring import RELEVANCE, VALENCE, TEMPLATES
 
-from .conftest import SHARED, assert_same_record
+from .conftest import SHARED, assert_same_record, outside_env
 from .servers import FaultProxy, ScriptedChatServer, start_llama_server, stop_server
 
 PAPER = SHARED / "paper" / "gpv-paper.txt"
@@ -47,10 +47,7 @@ def read(data):
 
 
 def clean_env(tmp_path, **extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GPV_", "OPENAI_", "SLURM_"))}
-    env["GPV_CACHE_DIR"] = str(tmp_path / "default-cache")
-    env.update(extra)
-    return env
+    return outside_env(**{"GPV_CACHE_DIR": str(tmp_path / "default-cache"), **extra})
 
 
 def run(argv, tmp_path, input=b"", **extra_env):

@@ -7,7 +7,6 @@ Every stage runs here as the real command in its own process, reading and writin
 import array
 import fcntl
 import json
-import os
 import random
 import re
 import signal
@@ -20,7 +19,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from .conftest import SHARED
+from .conftest import SHARED, outside_env, read_jsonl
 from .servers import DelayChatServer, GatedChatServer, _Base
 
 LEXICON = str(SHARED / "data" / "dictionaries" / "schwartz-values-en.json")
@@ -34,14 +33,8 @@ def jsonl(records):
     return b"".join(orjson.dumps(r) + b"\n" for r in records)
 
 
-def read(path):
-    return [orjson.loads(line) for line in Path(path).read_bytes().splitlines()]
-
-
 def clean_env(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GPV_", "OPENAI_", "SLURM_"))}
-    env["GPV_CACHE_DIR"] = str(tmp_path / "default-cache")
-    return env
+    return outside_env(GPV_CACHE_DIR=str(tmp_path / "default-cache"))
 
 
 # --- (1) the whole pipeline killed 20 times ---------------------------------------------------------------------
@@ -337,9 +330,9 @@ def test_pipeline_killed_20_times_and_resumed_equals_one_clean_run(posts_path, t
     assert sum(killed_in.values()) == 20
     for name in OUTPUTS:
         assert (work / name).read_bytes() == (clean / name).read_bytes(), name
-        ids = [r["id"] for r in read(work / name)]
+        ids = [r["id"] for r in read_jsonl(work / name)]
         assert ids and len(ids) == len(set(ids)), name
-    assert len(read(work / "scored-llama.jsonl")) == 6
+    assert len(read_jsonl(work / "scored-llama.jsonl")) == 6
     leftovers = [p.name for p in work.iterdir() if p.name.endswith("tmp")]
     assert leftovers == [], f"temporary files left behind: {leftovers}"
     stale = list((work / "cache").rglob("*.tmp"))  # gpvtools/runtimes/cache.py: a kill between write and rename
@@ -359,7 +352,7 @@ STAGES = {
 
 
 def docs(path):
-    return {r["id"].split("#")[0] for r in read(path)}
+    return {r["id"].split("#")[0] for r in read_jsonl(path)}
 
 
 def wait_for(predicate, seconds=120):
@@ -424,11 +417,11 @@ def test_signal_ends_a_stage_cleanly_with_its_output_flushed(stage, signum, tmp_
         assert not out.exists() and list(tmp_path.glob(".out.jsonl*")) == []
     else:  # everything done before the signal is in the file, whole
         assert docs(out) in ({f"d{i}" for i in range(7)}, {f"d{i}" for i in range(8)})
-        assert all(n == r["n_perceptions"] for r in read(out) for n in [sum(
-            x["id"].startswith(r["id"].split("#")[0] + "#") for x in read(out))] if "n_perceptions" in r)
+        assert all(n == r["n_perceptions"] for r in read_jsonl(out) for n in [sum(
+            x["id"].startswith(r["id"].split("#")[0] + "#") for x in read_jsonl(out))] if "n_perceptions" in r)
         resumed = subprocess.run(argv + ["-o", str(out), "--resume"], input=jsonl(record(i) for i in range(9)),
                                  capture_output=True, env=clean_env(tmp_path))
-        assert resumed.returncode == 0 and {r["id"].split("#")[0] for r in read(out)} == {f"d{i}" for i in range(9)}
+        assert resumed.returncode == 0 and {r["id"].split("#")[0] for r in read_jsonl(out)} == {f"d{i}" for i in range(9)}
 
 
 @pytest.mark.parametrize("stage", list(STAGES))
