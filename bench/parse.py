@@ -60,8 +60,10 @@ def main():
         from gpvtools.runtimes.llama import quiet_stderr
         from gpvtools.runtimes.models import builtin_gguf
 
-        with tempfile.TemporaryDirectory() as directory, quiet_stderr():
-            return builtin(args, copy_as(llama_cpp, builtin_gguf(), args.weights, directory))
+        with tempfile.TemporaryDirectory() as directory:
+            with quiet_stderr():  # llama_model_quantize's log; the benchmark's own errors stay visible
+                path = copy_as(llama_cpp, builtin_gguf(), args.weights, directory)
+            return builtin(args, path)
 
     chunked = subprocess.run([sys.executable, "-m", "gpvtools.commands.chunk", "-q", "-t", "words", str(args.posts)],
                              capture_output=True, check=True).stdout.splitlines()[: args.chunks]

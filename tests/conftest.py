@@ -18,11 +18,10 @@ SHARED = Path(os.environ.get("GPV_SHARED", ROOT.parent / "shared"))
 POSTS = SHARED / "data" / "blogs" / "posts-dev.jsonl"
 
 
-def outside_env(base=None, **extra):
-    """BASE (os.environ) without GPV_*, OPENAI_* and SLURM_* variables, plus EXTRA: a command's environment
-    as outside any run or array job. PATH keeps this Python's entry points first (set above)."""
-    env = {k: v for k, v in (os.environ if base is None else base).items()
-           if not k.startswith(("GPV_", "OPENAI_", "SLURM_"))}
+def outside_env(**extra):
+    """os.environ without GPV_*, OPENAI_* and SLURM_* variables, plus EXTRA: a command's environment as
+    outside any run or array job. PATH keeps this Python's entry points first (set above)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GPV_", "OPENAI_", "SLURM_"))}
     env.update(extra)
     return env
 
