@@ -118,6 +118,11 @@ def _list_values(ctx, param, value):
 @click.option("--valence", "valence_mode", type=click.Choice(["relevant", "all"]), default="relevant",
               show_default=True, help="Compute valence for relevant pairs only (the method), or for all pairs "
                                       "(to evaluate a model's valence task; scores stay null where irrelevant).")
+@click.option("--thresholds", default="auto", show_default=True, envvar="GPV_THRESHOLDS", metavar="SPEC",
+              help="Where relevance is decided: p_rel above the value's threshold. auto: the built-in model's "
+                   "own per-value thresholds (fitted on human judgments, model.json) when it scores, else 0.5 "
+                   "(the paper's); builtin: those, for any backend; none: 0.5; a number for every value; or a "
+                   "JSON file of {value: threshold} (others 0.5).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Records scored together (each backend also batches the values of a record).")
 @click.option("--device", default="auto", show_default=True, help="transformers: auto, cpu, cuda, cuda:N.")
@@ -159,8 +164,8 @@ def _list_values(ctx, param, value):
               help="openai: the first retry's wait; each further retry doubles it (at most 60 s).")
 @stream_options
 def main(stream, text_field, id_field, values_spec, values_field, describe, model, backend, adapter, valence_mode,
-         batch_size, device, dtype, load_in_4bit, load_in_8bit, n_ctx, threads, n_gpu_layers, precision, no_batch,
-         no_prefix_cache, base_url, api_key, top_logprobs, concurrency, timeout, retries, backoff):
+         thresholds, batch_size, device, dtype, load_in_4bit, load_in_8bit, n_ctx, threads, n_gpu_layers, precision,
+         no_batch, no_prefix_cache, base_url, api_key, top_logprobs, concurrency, timeout, retries, backoff):
     """Measure the values in each record's text: relevance, valence and score per value.
 
     Reads perception records (the text in --text-field, default perception; any text record will do)
@@ -169,9 +174,12 @@ def main(stream, text_field, id_field, values_spec, values_field, describe, mode
     \b
       relevance  p_rel = P(yes) / (P(yes) + P(no)) under the relevance prompt
       support, oppose, either
-                 the valence distribution, computed only where p_rel > 0.5
-      score      P(support) - P(oppose), in [-1, 1], when p_rel > 0.5 and valence's
+                 the valence distribution, computed only where p_rel > t
+      score      P(support) - P(oppose), in [-1, 1], when p_rel > t and valence's
                  most likely label is support or oppose; otherwise null (unmeasured)
+
+    where t is the value's threshold: the paper's 0.5, or with the built-in model its own per-value
+    thresholds (--thresholds; the card names them).
 
     and "scorer" (BACKEND:MODEL@ID) and "instrument", the card of what measured: backend, model and
     adapter by content (SHA-256), calibration, prompt templates' version, threshold, precision and the
@@ -184,7 +192,7 @@ def main(stream, text_field, id_field, values_spec, values_field, describe, mode
     server = ServerSettings(base_url=base_url, api_key=api_key, timeout=timeout, retries=retries, backoff=backoff,
                             explicit=from_command_line("base_url"))
     settings = ScorerSettings(
-        model=model, backend=backend, adapter=adapter, batch_size=batch_size,
+        model=model, backend=backend, adapter=adapter, thresholds=thresholds, batch_size=batch_size,
         llama_cpp=LlamaCppSettings(n_ctx=n_ctx, threads=threads, n_gpu_layers=n_gpu_layers, precision=precision,
                                    prefix_cache=not no_prefix_cache, batched=not no_batch),
         transformers=TransformersSettings(device=device, dtype=dtype, load_in_4bit=load_in_4bit,

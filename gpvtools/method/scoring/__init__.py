@@ -100,11 +100,16 @@ class Scorer:
 class LabelScorer(Scorer):
     """GPV: relevance for every pair, valence for the relevant ones, score = P(support) − P(oppose).
 
+    A pair is relevant when p_rel exceeds its value's threshold (`thresholds`, else `default_threshold`, the
+    paper's 0.5 unless set).
+
     valence_all computes valence for every pair (to evaluate a model's valence task); the score
     stays null for irrelevant pairs either way.
     """
 
     valence_all = False
+    thresholds = {}  # value -> its own decision threshold; default_threshold for the others
+    default_threshold = THRESHOLD
 
     def label_probs(self, task, pairs):
         """Array (len(pairs), len(LABELS[task])) of renormalised label probabilities."""
@@ -114,7 +119,8 @@ class LabelScorer(Scorer):
         np = _numpy()
         pairs = [(s, v) for s in sentences for v in values]
         rel = self.label_probs(RELEVANCE, pairs)[:, 0] if pairs else np.empty(0)
-        wanted = [i for i, p in enumerate(rel) if self.valence_all or p > THRESHOLD]
+        cut = [self.thresholds.get(v, self.default_threshold) for _ in sentences for v in values]
+        wanted = [i for i, p in enumerate(rel) if self.valence_all or p > cut[i]]
         val = self.label_probs(VALENCE, [pairs[i] for i in wanted]) if wanted else np.empty((0, 3))
         valence = dict(zip(wanted, val))
         out = []
@@ -126,7 +132,7 @@ class LabelScorer(Scorer):
                 if i in valence:
                     support, oppose, either = (round(float(p), DIGITS) for p in valence[i])
                     entry.update(support=support, oppose=oppose, either=either)
-                    measured = rel[i] > THRESHOLD and int(np.argmax(valence[i])) != 2
+                    measured = rel[i] > cut[i] and int(np.argmax(valence[i])) != 2
                     entry["score"] = round(float(valence[i][0] - valence[i][1]), DIGITS) if measured else None
                 else:
                     entry["score"] = None

@@ -53,6 +53,7 @@ class ScorerSettings:
     model: str = BUILTIN
     backend: str = "auto"
     adapter: str | None = None
+    thresholds: str = "auto"  # auto, builtin, a number, or a JSON file of {value: threshold} (resolve_thresholds)
     batch_size: int = 8
     llama_cpp: LlamaCppSettings = field(default_factory=LlamaCppSettings)
     transformers: TransformersSettings = field(default_factory=TransformersSettings)
@@ -90,11 +91,59 @@ def prompts_id():
     return "sha256:" + digest_of({"templates": TEMPLATES, "labels": LABELS})
 
 
-def _gpv_parts(model, adapter, precision):
+def resolve_thresholds(s):
+    """{value: threshold} of settings S; {} means the paper's 0.5 for every value.
+
+    auto: the built-in model's own, fitted on human judgments (model.json), when the built-in model scores
+    without another adapter; else none. builtin: those, whatever scores (a server serving the built-in
+    model). A number: that one for every value. Else a JSON file, {value: threshold} or a card's
+    {"values": {value: threshold}}."""
+    import math
+
+    spec = s.thresholds
+    if spec == "auto":
+        spec = "builtin" if s.model == BUILTIN and s.adapter is None else "none"
+    if spec == "none":
+        return {}
+    if spec == "builtin":
+        from ...runtimes.models import builtin_scorer_card
+
+        found = (builtin_scorer_card().get("thresholds") or {}).get("values") or {}
+    else:
+        try:
+            number = float(spec)
+        except ValueError:
+            number = None
+        if number is not None:
+            if not 0 < number < 1:
+                raise UsageError(f"--thresholds {spec}: a threshold lies strictly between 0 and 1")
+            return {"*": number}
+        import orjson
+
+        try:
+            found = orjson.loads(Path(spec).read_bytes())
+        except OSError as e:
+            raise UsageError(f"--thresholds {spec}: {e.strerror}") from None
+        except orjson.JSONDecodeError as e:
+            raise UsageError(f"--thresholds {spec}: not JSON ({e})") from None
+        if isinstance(found, dict) and isinstance(found.get("values"), dict):
+            found = found["values"]
+        if not isinstance(found, dict):
+            raise UsageError(f"--thresholds {spec}: expected an object of value names and thresholds")
+    for value, t in found.items():
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0 < t < 1:
+            raise UsageError(f"--thresholds {spec}: the threshold of {value!r} must be a number strictly between "
+                             "0 and 1")
+    return {str(v): float(t) for v, t in found.items()}
+
+
+def _gpv_parts(s, model, adapter, precision):
     from . import THRESHOLD
 
+    own = resolve_thresholds(s)
+    threshold = own.get("*", THRESHOLD) if set(own) <= {"*"} else {"default": THRESHOLD, "values": own}
     return {"model": model, "adapter": adapter, "calibration": None, "prompts": prompts_id(),
-            "threshold": THRESHOLD, "precision": precision}
+            "threshold": threshold, "precision": precision}
 
 
 def instrument(s, scorer=None):
@@ -141,7 +190,17 @@ def build_scorer(s):
         raise UsageError(f"--precision is for the llama-cpp backend, not {name}")
     if s.transformers.load_in_4bit and s.transformers.load_in_8bit:
         raise UsageError("--load-in-4bit and --load-in-8bit exclude each other")
-    return SCORERS[name](s)
+    if name == "dictionary":
+        if s.thresholds not in ("auto", "none"):
+            raise UsageError("--thresholds is for the GPV backends, not the dictionary")
+        return SCORERS[name](s)
+    thresholds = resolve_thresholds(s)  # before a model is loaded: a bad --thresholds is a usage error at once
+    scorer = SCORERS[name](s)
+    from . import THRESHOLD
+
+    scorer.default_threshold = thresholds.pop("*", THRESHOLD)
+    scorer.thresholds = thresholds
+    return scorer
 
 
 def _weights(s, kind):
@@ -181,7 +240,7 @@ def _llama_cpp_card(s, scorer):
         raise UsageError(f"model {model} does not exist")
     if adapter and not Path(adapter).exists():
         raise UsageError(f"adapter {adapter} does not exist")
-    return _gpv_parts({"name": name or Path(model).name, **path_identity(model)},
+    return _gpv_parts(s, {"name": name or Path(model).name, **path_identity(model)},
                       path_identity(adapter) if adapter else None, "f32" if _f32(s, name) else "native")
 
 
@@ -214,7 +273,7 @@ def _transformers_card(s, scorer):
     else:
         device = str(scorer.device) if scorer is not None else _device(o.device)
         precision = "bfloat16" if device.startswith("cuda") else "float32"
-    return _gpv_parts(identity, path_identity(adapter) if adapter else None, precision)
+    return _gpv_parts(s, identity, path_identity(adapter) if adapter else None, precision)
 
 
 def _device(device):
@@ -244,7 +303,7 @@ def _openai_card(s, scorer):
         model = Server(s.openai.server).only_model()
     # The weights live on the server; its model name is all that can be told from here. Its address is
     # where it runs, not what it is: shards scored by servers on different nodes are one instrument.
-    return _gpv_parts({"name": model}, None, "server")
+    return _gpv_parts(s, {"name": model}, None, "server")
 
 
 @backend("dictionary")
