@@ -105,7 +105,8 @@ def test_questions_that_are_read(reply, expected):
 
 @pytest.mark.parametrize("reply, message", [
     ("", "the model's reply is empty"),
-    ("I cannot help with that.", 'the model\'s reply is not JSON: "I cannot help with that."'),
+    ("I cannot help with that.",
+     'the model\'s reply is not JSON (Expecting value at character 0): "I cannot help with that."'),
     ('{"perceptions": ["x"]}', 'the model\'s reply has no "questions" list: "{\\"perceptions\\": [\\"x\\"]}"'),
     ('{"questions": "Why?"}', '"questions" in the model\'s reply is not a list of strings: '
                               '"{\\"questions\\": \\"Why?\\"}"'),

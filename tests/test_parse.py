@@ -67,7 +67,10 @@ def test_replies_that_are_read(reply, expected):
 
 @pytest.mark.parametrize("reply, message", [
     ("", "the model's reply is empty"),
-    ("I cannot help with that.", 'the model\'s reply is not JSON: "I cannot help with that."'),
+    ("I cannot help with that.",
+     'the model\'s reply is not JSON (Expecting value at character 0): "I cannot help with that."'),
+    ('{"perceptions": ["a", ',
+     'the model\'s reply is not JSON (Expecting value at character 21): "{\\"perceptions\\": [\\"a\\","'),
     ('{"ideas": ["x"]}', 'the model\'s reply has no "perceptions" list: "{\\"ideas\\": [\\"x\\"]}"'),
     ('["x"]', 'the model\'s reply has no "perceptions" list: "[\\"x\\"]"'),
     ('{"perceptions": "x"}', '"perceptions" in the model\'s reply is not a list of strings: '
@@ -76,9 +79,19 @@ def test_replies_that_are_read(reply, expected):
                                 '"{\\"perceptions\\": [1, 2]}"'),
 ])
 def test_replies_that_are_errors(reply, message):
-    with pytest.raises(BadRecord) as e:
+    with pytest.raises(parsing.BadReply) as e:
         parsing.read_perceptions(reply)
     assert e.value.message == message
+    assert isinstance(e.value, BadRecord)  # where nothing asks again, a reply's fault is its chunk's error
+
+
+def test_a_raw_newline_inside_a_string_is_read_not_called_not_json():
+    """SmolLM2 wrote this (issue 26): a newline inside a JSON string, which strict JSON refuses. It was
+    rejected as "not JSON" with an excerpt that showed valid JSON; it is read now, and an excerpt shows
+    such characters escaped."""
+    reply = '{"perceptions": ["The above text is based on the following JSON data: \n", " "]}'
+    assert parsing.read_perceptions(reply) == ["The above text is based on the following JSON data:"]
+    assert parsing.excerpt("a\tb\nc") == '"a\\tb\\nc"'
 
 
 def test_clean_drops_repeats_and_copies_of_the_example_only_where_the_text_lacks_them():
@@ -102,9 +115,11 @@ def test_prompt_is_the_papers_and_the_subject_variant_names_the_subject():
     assert parsing.messages("Hi there.")[1] == {"role": "user", "content": 'Text: "Hi there."'}
 
 
-def test_sentences_backend_splits_on_sentence_ends():
-    assert parsing.sentences('I like tea. "Really, I do!" she said. Ok? Fine then, go on.') == [
-        "I like tea.", '"Really, I do!" she said.', "Fine then, go on."]
+def test_sentences_backend_splits_on_sentence_ends(invoke):
+    text = 'I like tea. "Really, I do!" she said. Ok? Fine then, go on.'
+    result = invoke(parse.main, ["--backend", "sentences"], jsonl([{"id": "t", "text": text}]))
+    assert [r["perception"] for r in lines(result.stdout)] == [
+        "I like tea.", '"Really, I do!" she said. Ok?', "Fine then, go on."]  # "Ok?" alone joins its neighbour
 
 
 # --- the cache ------------------------------------------------------------------------------------------------
@@ -141,19 +156,24 @@ def test_records_from_a_server(invoke, cache_dir):
         result = invoke(parse.main, remote(server.url, cache_dir), jsonl(CHUNKS))
     assert result.exit_code == 0, result.stderr
     out = lines(result.stdout)
-    assert [r["id"] for r in out] == ["a#c0#p0", "a#c0#p1", "b#c0#p0", "c#c0#p0", "c#c0#p1"]
+    assert [r["id"] for r in out] == ["a#c0#p0", "a#c0#p1", "a#c1#p0", "b#c0#p0", "c#c0#p0", "c#c0#p1"]
     first = out[0]
     card = first.pop("parser_instrument")
     assert first == {"id": "a#c0#p0", "doc_id": "a", "author": "ann", "text": CHUNKS[0]["text"],
                      "perception": "I help my neighbours every week", "perception_index": 0, "n_perceptions": 2,
+                     "span": [0, 31], "parse": "model", "grounding": 1.0,
                      "parser": f"openai:delay-model@{card['id']}"}
     assert card["backend"] == "openai" and card["model"] == {"name": "delay-model"}
     assert re.fullmatch(r"[0-9a-f]{16}", card["id"]) and card["prompt"].startswith("sha256:")
     assert all(r["parser_instrument"] == card for r in out[1:])
+    # The server finds no perception in "Short one."; the author said it, so it is filled in as it stands.
+    assert (out[2]["perception"], out[2]["parse"], out[2]["span"]) == ("Short one.", "sentence", [0, 10])
     # The delay server counts words as tokens: the chunks have 11 + 2 + 8 + 12 = 33 words, its JSON
     # answers 12 + 2 + 9 + 11 = 34 (e.g. '{"perceptions": []}' is 2).
     assert result.stderr.splitlines() == [
-        "gpv-parse: 4 chunks parsed into 5 perceptions; 1 without any",
+        "gpv-parse: 4 chunks parsed into 6 perceptions; 0 without any",
+        "gpv-parse: of the perceptions, 5 the model's (each found in its chunk), 1 sentence no perception of the "
+        "model's covered, 0 from chunks that fell back",
         "gpv-parse: 4 requests: 4 sent, 0 answered from the cache, 0 retries, 0 failed; tokens sent 33, "
         "received 34",
     ]
@@ -225,25 +245,24 @@ def test_faults_are_retried_and_change_nothing(invoke, cache_dir, tmp_path):
     assert log[1][0] - log[0][0] >= 1.0
 
 
-def test_a_chunk_that_keeps_failing_is_handled_by_on_error(invoke, cache_dir):
+def test_a_chunk_whose_server_keeps_failing_is_handled_by_on_error(invoke, cache_dir):
     with DelayChatServer() as server, FaultProxy(server.url, ["500", "500", "empty-content"]) as proxy:
         fail = invoke(parse.main, remote(proxy.url, cache_dir, "--retries", "1"), jsonl(CHUNKS[:1]))
         assert fail.exit_code == 1
         assert fail.stderr.splitlines()[0] == (
             "gpv-parse: error: line 1: the server answered 500: injected 500 (gave up after 1 retries) (id 'a#c0')")
         assert fail.stdout == ""
-        emit = invoke(parse.main, remote(proxy.url, cache_dir, "-j", "1", "--on-error", "emit"), jsonl(CHUNKS[:2]))
-    assert emit.exit_code == 1
-    out = lines(emit.stdout)
-    assert out[0]["_gpv_error"] == {"command": "gpv-parse", "line": 1,
-                                    "error": "the model's reply is empty (id 'a#c0')"}
-    assert out[0]["text"] == CHUNKS[0]["text"]  # the chunk is kept, to be parsed again
-    assert len(out) == 1  # the second chunk has no perceptions
-    # an unusable reply is not cached: the next run asks again and gets a good one
+        # An empty reply is a reply that cannot be used: it is asked for again (hotter), and not cached.
+        again = invoke(parse.main, remote(proxy.url, cache_dir, "-j", "1"), jsonl(CHUNKS[:2]))
+    assert again.exit_code == 0, again.stderr
+    out = lines(again.stdout)
+    assert [(r["id"], r["parse"]) for r in out] == [("a#c0#p0", "model"), ("a#c0#p1", "model"),
+                                                    ("a#c1#p0", "sentence")]
+    assert "1 reply asked for again; 0 chunks fell back to their sentences" in again.stderr
     with DelayChatServer() as server:
-        again = invoke(parse.main, remote(server.url, cache_dir, "-j", "1"), jsonl(CHUNKS[:2]))
-        assert len(server.answered) == 1
-    assert again.exit_code == 0 and lines(again.stdout)[0]["id"] == "a#c0#p0"
+        cached = invoke(parse.main, remote(server.url, cache_dir, "-j", "1"), jsonl(CHUNKS[:2]))
+        assert len(server.answered) == 1  # the greedy request: only the sampled answer was cached
+    assert cached.exit_code == 0 and lines(cached.stdout)[0]["id"] == "a#c0#p0"
 
 
 @pytest.mark.slow

@@ -58,7 +58,7 @@ def test_backend_choices_are_the_registries():
 
     assert choices(score.main) == ("auto", *SCORERS)
     assert set(SCORERS) == {"llama-cpp", "transformers", "openai", "dictionary"}
-    assert choices(parse.main) == ("auto", *CHAT_MODELS, "sentences")
+    assert choices(parse.main) == ("auto", *CHAT_MODELS, "sentences", "clauses")
     assert choices(elicit.main.commands["questions"]) == ("auto", *CHAT_MODELS)
 
 

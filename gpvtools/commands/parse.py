@@ -1,11 +1,12 @@
 """gpv-parse: chunks to perceptions with an LLM (paper §3.3, App. B.1, Prompt 2)."""
 
 import collections
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
 
-from ..method import parsing
+from ..method import grounding, parsing
 from ..runtimes.chat import CHAT_MODELS, build_chat_model, pick_chat_backend, with_jobs
 from ..runtimes.models import BUILTIN
 from ..streaming.errors import BadRecord, UsageError
@@ -13,16 +14,32 @@ from ..streaming.pool import PooledStage
 from ..streaming.stage import DOC_ID_FIELD, derive, note, plural, run_command
 from .common import CONTEXT_SETTINGS, Command, chat_options, from_command_line, stream_options, text_options
 
-BACKENDS = (*CHAT_MODELS, "sentences")
+SEGMENTERS = ("sentences", "clauses")  # backends without a model: the text cut into perceptions as it stands
+BACKENDS = (*CHAT_MODELS, *SEGMENTERS)
+# Sampling for the attempts after the first: a reply that could not be used is asked for again, hotter.
+RETRY_TEMPERATURES = (0.7, 1.0, 1.0, 1.0)
 
 
-def parser_card(model, named_subject, template, preset, params):
+@dataclass(frozen=True)
+class Grounding:
+    """What gpv-parse does to make every perception something the text says (see GROUNDING in the man page)."""
+
+    min_grounding: float = grounding.MIN_GROUNDING
+    fill: bool = True
+    attempts: int = 3
+
+    def card(self):
+        return {"min_grounding": self.min_grounding, "fill": self.fill, "attempts": self.attempts,
+                "retry_temperatures": list(RETRY_TEMPERATURES[:self.attempts - 1])}
+
+
+def parser_card(model, named_subject, template, preset, params, ground, segmenter="sentences"):
     """What parsed: backend, model by content, a digest of the prompt (system prompt and the user message's
-    frame, as sent) and of the reply's parameters, and the gpvtools version (not in the id)."""
+    frame, as sent), of the reply's parameters and of the grounding, and the gpvtools version (not in the id)."""
     from .. import __version__
     from ..runtimes.identity import digest_of
 
-    parts = {"backend": model.backend if model is not None else "sentences",
+    parts = {"backend": model.backend if model is not None else segmenter,
              "model": model.identity() if model is not None else None}
     if model is not None:
         frame = parsing.messages("{text}", "{subject}" if named_subject else None, template, preset, "{question}")
@@ -30,27 +47,44 @@ def parser_card(model, named_subject, template, preset, params):
         parts["params"] = {k: params[k] for k in ("temperature", "max_tokens", "seed") if k in params}
         parts["params"]["schema"] = "sha256:" + digest_of(params.get("schema"))
         parts["params"].update(getattr(model, "key_params", {}))
+        parts["grounding"] = ground.card()
     return {"id": digest_of(parts), **parts, "gpvtools": __version__}
+
+
+@dataclass
+class Parsed:
+    """One chunk's perceptions and what it took to get them."""
+
+    perceptions: list
+    repeats: int = 0
+    echoes: int = 0
+    dropped: int = 0     # perceptions of the model's that its chunk does not hold
+    retries: int = 0
+    problem: str = None  # why the chunk fell back to its sentences
 
 
 class ParseStage(PooledStage):
     command = "gpv-parse"
 
     def __init__(self, model, text_field, id_field, subject=None, subject_field=None, template=None,
-                 jobs=1, params=None, quiet=False, preset="author", question_field=None):
-        self.model = model  # a ChatModel, or None for the sentence segmentation
+                 jobs=1, params=None, quiet=False, preset="author", question_field=None, ground=None,
+                 segmenter="sentences"):
+        self.model = model  # a ChatModel, or None: the text cut into sentences or clauses (SEGMENTER)
         self.text_field, self.id_field = text_field, id_field
         self.subject, self.subject_field, self.template = subject, subject_field, template
         self.preset, self.question_field = preset, question_field
+        self.segmenter = segmenter
+        self.ground = ground or Grounding()
         self.jobs = jobs
         self.ahead = getattr(model, "ahead", 0)
         self.params = params or {}
         self.quiet = quiet
         self.card = parser_card(model, subject is not None or subject_field is not None, template, preset,
-                                self.params)
+                                self.params, self.ground, segmenter)
         self.tag = f"{model.backend}:{self.card['model']['name']}@{self.card['id']}" if model is not None \
-            else "sentences"
+            else segmenter
         self.counts = collections.Counter()
+        self.last_problem = None
 
     def source_key(self, out):
         return out["id"][: -len(f"#p{out['perception_index']}")]
@@ -76,34 +110,75 @@ class ParseStage(PooledStage):
         question = record.get(self.question_field)
         return question if isinstance(question, str) and question.strip() else None
 
+    def _params(self, attempt):
+        """The reply's parameters for ATTEMPT (0: as asked; later ones sample hotter, with another seed)."""
+        if attempt == 0:
+            return self.params
+        seed = self.params.get("seed")
+        return {**self.params, "temperature": RETRY_TEMPERATURES[attempt - 1],
+                "seed": (seed if seed is not None else 0) + attempt}
+
     def work(self, entry):
         """The perceptions of one chunk; runs in a worker thread."""
         text = entry.record[self.text_field]
         if self.model is None:
-            return parsing.sentences(text), 0, 0
+            return Parsed(grounding.segment(text, self.segmenter))
         if not text.strip():
-            return [], 0, 0
+            return Parsed([])
         subject = self._subject(entry.record)
-        messages = parsing.messages(text, subject, self.template, self.preset, self._question(entry.record))
-        _, found = self.model.chat(messages, accept=parsing.read_perceptions, **self.params)
+        question = self._question(entry.record)
+        messages = parsing.messages(text, subject, self.template, self.preset, question)
         # The named-subject prompt has an example of its own that no chunk is checked against (as before).
         checked = self.template is None and (subject is None or self.preset == "ai")
-        return parsing.clean(found, text, template_used=checked, examples=parsing.example_perceptions(self.preset))
+        problems, dropped_before = [], 0
+        for attempt in range(self.ground.attempts):
+            try:
+                _, found = self.model.chat(messages, accept=parsing.read_perceptions, **self._params(attempt))
+            except parsing.BadReply as e:
+                problems.append(e.message)
+                continue
+            kept, repeats, echoes = parsing.clean(found, text, template_used=checked,
+                                                  examples=parsing.example_perceptions(self.preset))
+            perceptions, dropped = grounding.ground(kept, text, self.ground.min_grounding, self.ground.fill,
+                                                    context=question or "")
+            if found and not any(p.parse == "model" for p in perceptions):
+                why = "a copy of the prompt's example" if echoes and not dropped else \
+                    "found in the chunk" + (f" (one was {parsing.excerpt(dropped[0], 80)})" if dropped else "")
+                problems.append(f"none of the reply's {plural(len(found), 'perception')} is {why}")
+                dropped_before += len(dropped)
+                continue
+            return Parsed(perceptions, repeats, echoes, dropped_before + len(dropped), attempt)
+        fallback = [replace(p, parse="fallback") for p in grounding.segment(text)]
+        return Parsed(fallback, dropped=dropped_before, retries=self.ground.attempts - 1, problem=problems[-1])
 
     def outputs(self, entry, result):
-        perceptions, repeats, echoes = result
-        self.counts["chunks"] += 1
-        self.counts["repeats"] += repeats
-        self.counts["echoes"] += echoes
+        c = self.counts
+        c["chunks"] += 1
+        c["repeats"] += result.repeats
+        c["echoes"] += result.echoes
+        c["dropped"] += result.dropped
+        c["retries"] += result.retries
+        if result.problem is not None:
+            c["fallback_chunks"] += 1
+            self.last_problem = result.problem
+            if not self.quiet:
+                tries = plural(self.ground.attempts, "reply", "replies")
+                note(self.command, f"line {entry.line}: chunk '{entry.key}': {tries} could not be used (the last: "
+                                   f"{result.problem}); its sentences stand in, marked \"parse\": \"fallback\"")
+        perceptions = result.perceptions
         if not perceptions:
-            self.counts["empty"] += 1
+            c["empty"] += 1
             return []
-        self.counts["perceptions"] += len(perceptions)
+        c["perceptions"] += len(perceptions)
+        for p in perceptions:
+            c[p.parse] += 1
         record, key = entry.record, entry.key
         doc_id = record.get(DOC_ID_FIELD, key)
         extra = {"subject": self._subject(record)} if (self.subject or self.subject_field) else {}
-        return [derive(record, f"{key}#p{i}", **{DOC_ID_FIELD: doc_id}, perception=p, perception_index=i,
-                       n_perceptions=len(perceptions), parser=self.tag, parser_instrument=self.card, **extra)
+        problem = {"parse_problem": result.problem} if result.problem is not None else {}
+        return [derive(record, f"{key}#p{i}", **{DOC_ID_FIELD: doc_id}, perception=p.text, perception_index=i,
+                       n_perceptions=len(perceptions), span=list(p.span), parse=p.parse, grounding=p.grounding,
+                       parser=self.tag, parser_instrument=self.card, **extra, **problem)
                 for i, p in enumerate(perceptions)]
 
     def close(self):
@@ -115,12 +190,24 @@ class ParseStage(PooledStage):
         if not c["chunks"]:
             return []
         lines = [] if self.model is not None else [
-            "note: the perceptions are the chunks' sentences (--backend sentences); no LLM parsed the text"]
+            f"note: the perceptions are the chunks' {self.segmenter} as they stand (--backend {self.segmenter}); "
+            "no LLM parsed the text"]
         lines += [f"{plural(c['chunks'], 'chunk')} parsed into {plural(c['perceptions'], 'perception')}; "
-                 f"{c['empty']} without any"]
-        if c["repeats"] or c["echoes"]:
-            lines.append(f"dropped {plural(c['repeats'], 'repeated perception')} and "
-                         f"{plural(c['echoes'], 'copy', 'copies')} of the prompt's example")
+                  f"{c['empty']} without any"]
+        if self.model is not None:
+            lines.append(f"of the perceptions, {c['model']} the model's (each found in its chunk), "
+                         f"{plural(c['sentence'], 'sentence')} no perception of the model's covered, "
+                         f"{c['fallback']} from chunks that fell back")
+        if c["repeats"] or c["echoes"] or c["dropped"]:
+            lines.append(f"dropped {plural(c['repeats'], 'repeated perception')}, "
+                         f"{plural(c['echoes'], 'copy', 'copies')} of the prompt's example and "
+                         f"{plural(c['dropped'], 'perception')} not found in the chunk")
+        if c["retries"] or c["fallback_chunks"]:
+            n = c["fallback_chunks"]
+            fell = f"{plural(n, 'chunk')} fell back to {'its' if n == 1 else 'their'} sentences"
+            lines.append(f"{plural(c['retries'], 'reply', 'replies')} asked for again; {fell}"
+                         + (f" after {plural(self.ground.attempts, 'unusable reply', 'unusable replies')} "
+                            f"(the last: {self.last_problem})" if n else ""))
         if self.model is not None:
             lines += self.model.stats.lines()
         return lines
@@ -148,12 +235,21 @@ class ParseStage(PooledStage):
 @click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True)
 @click.option("--max-tokens", type=click.IntRange(min=16), default=1024, show_default=True,
               help="Longest reply, in tokens.")
+@click.option("--min-grounding", type=click.FloatRange(0, 1), default=grounding.MIN_GROUNDING, show_default=True,
+              metavar="SHARE",
+              help="A model's perception is kept only where this share of its content words is found in one "
+                   "or two neighbouring sentences of its chunk (see GROUNDING); 0 keeps every one.")
+@click.option("--fill/--no-fill", default=None,
+              help="Add, as it stands, every sentence that none of the model's perceptions covers.  "
+                   "[default: fill, but for --subject, --subject-field and --prompt ai]")
+@click.option("--attempts", type=click.IntRange(1, len(RETRY_TEMPERATURES) + 1), default=3, show_default=True,
+              help="Replies asked for per chunk before its sentences stand in for it (see GROUNDING).")
 @click.option("--base-url", envvar="OPENAI_BASE_URL", metavar="URL",
               help="openai: the server's /v1 URL (OpenAI, vLLM, llama.cpp server, Ollama).")
 @chat_options("chunks")
 @stream_options
 def main(stream, chat, text_field, id_field, model, backend, subject, subject_field, prompt_file, preset,
-         question_field, max_perceptions, temperature, max_tokens, base_url):
+         question_field, max_perceptions, temperature, max_tokens, min_grounding, fill, attempts, base_url):
     """Parse each chunk into perceptions with an LLM.
 
     Reads chunks (gpv-chunk's records, or any records with a text field) and writes one record per
@@ -193,12 +289,15 @@ def main(stream, chat, text_field, id_field, model, backend, subject, subject_fi
             raise UsageError("--prompt and --prompt-file exclude each other")
         template = Path(prompt_file).read_text(encoding="utf-8") if prompt_file else None
         warn = None if stream.quiet else (lambda message: note("gpv-parse", f"note: {message}"))
-        model = None if pick_chat_backend(settings) == "sentences" else build_chat_model(settings, warn)
+        chosen = pick_chat_backend(settings)
+        model = None if chosen in SEGMENTERS else build_chat_model(settings, warn)
         jobs = (model.concurrency or chat.concurrency) if model is not None else 1
         params = {"schema": parsing.schema(max_perceptions, 400), "temperature": temperature,
                   "max_tokens": max_tokens, "seed": chat.seed}
+        own = fill if fill is not None else not (subject or subject_field or preset == "ai")
+        ground = Grounding(min_grounding, own, attempts)
         return ParseStage(model, text_field, id_field, subject, subject_field, template, jobs, params, stream.quiet,
-                          preset, question_field)
+                          preset, question_field, ground, chosen if model is None else "sentences")
 
     run_command("gpv-parse", build, stream)
 

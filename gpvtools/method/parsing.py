@@ -152,27 +152,45 @@ def example_perceptions(preset="author"):
 
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
+# Small models write raw newlines and tabs inside JSON strings; strict JSON refuses them, and so
+# would call such a reply "not JSON" though it reads as JSON. They are taken as the characters they are.
+_DECODER = json.JSONDecoder(strict=False)
+
+
+class BadReply(BadRecord):
+    """A model's reply that cannot be used (as opposed to a bad input record): worth asking again."""
+
+
+def _loads(text):
+    """(object, None) from TEXT as a whole, or (None, what is wrong with it)."""
+    try:
+        obj, end = _DECODER.raw_decode(text)
+    except json.JSONDecodeError as e:
+        return None, f"{e.msg} at character {e.pos}"
+    if text[end:].strip():
+        return None, f"extra text after the JSON value at character {end}"
+    return obj, None
 
 
 def _candidates(reply):
-    """Texts that may hold the JSON object: the reply, the inside of code fences, from each '{' on."""
-    yield reply
+    """(object, None) for each JSON value the reply may hold: the reply, the inside of code fences, from
+    each '{' on; (None, reason) where the whole reply is not JSON."""
+    yield _loads(reply)
     for m in _FENCE.finditer(reply):
-        yield m.group(1)
-    decoder = json.JSONDecoder()
+        yield _loads(m.group(1).strip())
     for m in re.finditer(r"\{", reply):
         try:
-            obj, _ = decoder.raw_decode(reply, m.start())
+            obj, _ = _DECODER.raw_decode(reply, m.start())
         except json.JSONDecodeError:
             continue
-        yield obj
+        yield obj, None
 
 
 def read_perceptions(reply):
-    """The list of perceptions in a model's reply, or BadRecord saying what is wrong with it.
+    """The list of perceptions in a model's reply, or BadReply saying what is wrong with it.
 
-    Tolerated: code fences and stray text around one JSON object. Required: {"perceptions": [str, …]}.
-    Blank strings are dropped; surrounding whitespace is trimmed.
+    Tolerated: code fences and stray text around one JSON object, raw control characters in its
+    strings. Required: {"perceptions": [str, …]}. Blank strings are dropped; white space is made single.
     """
     _, items = reply_list(reply, "perceptions")
     return [" ".join(p.split()) for p in items if p.strip()]
@@ -181,29 +199,25 @@ def read_perceptions(reply):
 def reply_list(reply, key):
     """(object, strings): the JSON object in a model's reply that holds a list of strings under KEY.
 
-    Tolerated: code fences and stray text around it. Anything else is a BadRecord saying what is wrong.
+    Tolerated: code fences and stray text around it. Anything else is a BadReply saying what is wrong.
     """
     if not reply or not reply.strip():
-        raise BadRecord("the model's reply is empty")
-    found = None
-    for candidate in _candidates(reply.strip()):
-        if isinstance(candidate, str):
-            try:
-                candidate = json.loads(candidate)
-            except json.JSONDecodeError:
-                continue
+        raise BadReply("the model's reply is empty")
+    found, reason = None, None
+    for candidate, problem in _candidates(reply.strip()):
+        reason = reason or problem
         if isinstance(candidate, dict) and key in candidate:
             found = candidate
             break
         if found is None and isinstance(candidate, (dict, list)):
             found = candidate
     if found is None:
-        raise BadRecord(f"the model's reply is not JSON: {excerpt(reply)}")
+        raise BadReply(f"the model's reply is not JSON ({reason}): {excerpt(reply)}")
     if not isinstance(found, dict) or key not in found:
-        raise BadRecord(f"the model's reply has no \"{key}\" list: {excerpt(reply)}")
+        raise BadReply(f"the model's reply has no \"{key}\" list: {excerpt(reply)}")
     items = found[key]
     if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
-        raise BadRecord(f"\"{key}\" in the model's reply is not a list of strings: {excerpt(reply)}")
+        raise BadReply(f"\"{key}\" in the model's reply is not a list of strings: {excerpt(reply)}")
     return found, items
 
 
@@ -239,22 +253,6 @@ def _is_echo(perception, example, source):
 
 
 def excerpt(text, n=120):
-    text = " ".join(text.split())
-    return json.dumps(text if len(text) <= n else text[:n] + "…")
-
-
-# A sentence ends at . ! or ? (and a closing quote or bracket) before space and a capital or a digit.
-_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
-
-
-def sentences(text, min_words=3):
-    """The non-LLM segmentation: each sentence of at least MIN_WORDS words is a perception.
-
-    Not the method (sentences are neither atomic nor about values); an offline stand-in the user picks.
-    """
-    out = []
-    for piece in _SENTENCE_END.split(text):
-        piece = " ".join(piece.split())
-        if len(piece.split()) >= min_words:
-            out.append(piece)
-    return out
+    """TEXT's first N characters as a JSON string: a newline or tab in it shows as \\n or \\t."""
+    text = text.strip()
+    return json.dumps(text if len(text) <= n else text[:n] + "…", ensure_ascii=False)
