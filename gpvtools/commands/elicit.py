@@ -352,9 +352,9 @@ main.man_sections = {
         "key). A rerun, or --resume after a kill, sends no request whose reply it already has."
     ),
     "EXAMPLES": (
-        "\\b\\n"
-        "gpv-elicit questions --values vsm -n 5 --base-url https://api.openai.com/v1 -m gpt-4o -o q.jsonl\\n"
-        "gpv-elicit ask -s smol=builtin -s big=http://127.0.0.1:8000/v1 q.jsonl -o answers.jsonl --resume\\n"
+        "\b\n"
+        "gpv-elicit questions --values vsm -n 5 --base-url https://api.openai.com/v1 -m gpt-4o -o q.jsonl\n"
+        "gpv-elicit ask -s smol=builtin -s big=http://127.0.0.1:8000/v1 q.jsonl -o answers.jsonl --resume\n"
         "gpv-parse --prompt ai answers.jsonl | gpv-score --values vsm | gpv-aggregate --by subject"
     ),
 }

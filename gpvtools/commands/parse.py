@@ -338,10 +338,33 @@ main.man_sections = {
         "for measurement use a capable model through --base-url (the paper used GPT-3.5-turbo) or a larger "
         "GGUF."
     ),
+    "GROUNDING": (
+        "A perception is a measurement only if the text says it. Every perception record names span, the "
+        "[start, end) of its chunk's text it was found in (character offsets, as Python counts them), and "
+        "how it came about in parse: model, a model's perception found at span, at least --min-grounding of "
+        "its content words (words other than stop words, crudely stemmed) standing in one sentence or two "
+        "neighbouring ones (a copy of the text is found exactly); sentence, the text at span as it stands (a "
+        "sentence that no perception of the model's covered, added by --fill, or what --backend sentences or "
+        "clauses cut); fallback, the text at span as it stands because the chunk's replies could not be used. "
+        "grounding is the share of content words found (1.0 for a copy). A model's perception not found is "
+        "dropped and counted on stderr. A reply that cannot be used (not JSON, no perceptions list, or "
+        "perceptions none of which is found in the chunk: inventions, or copies of the prompt's example) is "
+        "asked for again, --attempts replies in all, sampling at temperature 0.7 and then 1.0 with the seed "
+        "moved on; then the chunk's sentences stand in, each record marked parse fallback with parse_problem "
+        "saying what was wrong with the last reply, and a line on stderr names the chunk. So no reply ends a "
+        "run; --on-error is for bad input (a missing or non-string text, a prompt longer than --n-ctx) and for "
+        "a server that keeps failing. The check reads words, not meaning: a perception that uses the text's "
+        "words to say the opposite passes it. The sentence splitter ends a sentence at . ! ? (and closing "
+        "quotes) before white space, but not after a title (Mr.), an initial or an abbreviation before a "
+        "small letter; at a paragraph break; and at a newline after punctuation or before a capital, a digit "
+        "or a bullet. A piece of fewer than three words joins its neighbour, so no word of the text is lost."
+    ),
     "SENTENCES": (
-        "--backend sentences makes each sentence of three or more words a perception, without any LLM. "
-        "It is not the method: sentences are neither atomic nor selected for values. It exists so that a "
-        "pipeline can run where no usable LLM is at hand, and it says so on stderr."
+        "--backend sentences makes each sentence a perception as it stands, without any LLM; --backend "
+        "clauses cuts sentences further at a semicolon, a dash between spaces, and \"but\" (each side keeping "
+        "four words). Sentences are neither atomic nor selected for values (the scorer decides which values a "
+        "sentence bears, and most bear none); they are never invented and nothing is left out, and stderr "
+        "says that no LLM parsed the text."
     ),
     "CACHE": (
         "Each reply is stored as one JSON file under the cache directory, named by a SHA-256 of the backend, "
@@ -349,12 +372,12 @@ main.man_sections = {
         "owner. A request seen before is answered from the cache and counted as such in the summary."
     ),
     "EXAMPLES": (
-        "\\b\\n"
-        "gpv-chunk posts.jsonl | gpv-parse > perceptions.jsonl\\n"
-        "gpv-parse --base-url http://127.0.0.1:8000/v1 -j 8 chunks.jsonl -o perceptions.jsonl --resume\\n"
-        "OPENAI_API_KEY=... gpv-parse --base-url https://api.openai.com/v1 -m gpt-4o-mini chunks.jsonl\\n"
-        "gpv-parse --subject 'Ada Lovelace' -m qwen2.5-7b-instruct.gguf letters.jsonl\\n"
-        "gpv-parse --backend sentences chunks.jsonl\\n"
+        "\b\n"
+        "gpv-chunk posts.jsonl | gpv-parse > perceptions.jsonl\n"
+        "gpv-parse --base-url http://127.0.0.1:8000/v1 -j 8 chunks.jsonl -o perceptions.jsonl --resume\n"
+        "OPENAI_API_KEY=... gpv-parse --base-url https://api.openai.com/v1 -m gpt-4o-mini chunks.jsonl\n"
+        "gpv-parse --subject 'Ada Lovelace' -m qwen2.5-7b-instruct.gguf letters.jsonl\n"
+        "gpv-parse -m builtin --no-fill chunks.jsonl\n"
         "gpv-elicit ask --subject m=model.gguf questions.jsonl | gpv-parse --prompt ai"
     ),
 }

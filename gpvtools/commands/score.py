@@ -259,6 +259,14 @@ def builtin_model_text():
         f"p_rel > 0.5 reaches a macro F1 of {dev['macro_f1']:.3f} (per value in model.json; bench/touche.py "
         f"re-measures it beside the previous built-in model and the word-count dictionary)."
         if dev else "")
+    fitted = card.get("thresholds")
+    if fitted:
+        shown = ", ".join(f"{v} {t:.2f}" for v, t in fitted["values"].items())
+        judged += (f" Relevance is decided at the model's own threshold for each value ({shown}), each fitted for F1 "
+                   f"on that split: macro F1 {fitted['macro_f1_fitted']:.3f} there, {fitted['macro_f1_crossfit']:.3f} "
+                   f"where each half of the split is decided at thresholds fitted on the other half (what to expect "
+                   f"on new text of its kind), against {fitted['macro_f1_at_0.5']:.3f} at 0.5; --thresholds none "
+                   f"decides at the paper's 0.5 instead.")
     command = f" Reproduce it with: {card['command']}, then python -m gpvtools.method.training.ship DIR." \
         if card.get("command") else ""
     return (
@@ -324,11 +332,11 @@ main.man_sections = {
     ),
     "THE BUILT-IN MODEL": lambda: builtin_model_text(),
     "EXAMPLES": (
-        "\\b\\n"
-        "gpv-score --values vsm perceptions.jsonl > scored.jsonl\\n"
-        "gpv-score -m ValueLlama-3-8B.Q4_K_M.gguf --values schwartz perceptions.jsonl\\n"
-        "gpv-score -m Value4AI/ValueLlama-3-8B --load-in-4bit --values all perceptions.jsonl\\n"
-        "gpv-score --base-url http://127.0.0.1:8000/v1 -m valuellama perceptions.jsonl\\n"
+        "\b\n"
+        "gpv-score --values vsm perceptions.jsonl > scored.jsonl\n"
+        "gpv-score -m ValueLlama-3-8B.Q4_K_M.gguf --values schwartz perceptions.jsonl\n"
+        "gpv-score -m Value4AI/ValueLlama-3-8B --load-in-4bit --values all perceptions.jsonl\n"
+        "gpv-score --base-url http://127.0.0.1:8000/v1 -m valuellama perceptions.jsonl\n"
         "gpv-score -m schwartz-values-en.json --text-field text posts.jsonl"
     ),
 }
