@@ -57,8 +57,9 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.llama | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@ $(VENV)/.cpu
 
-# Every stage, on built-in defaults: no key, no network, no GPU. gpv-parse and gpv-elicit run the packaged
-# SmolLM2 GGUF (their replies are cached, so a second run skips them); gpv-score the built-in scorer.
+# Every stage, on built-in defaults: no key, no network, no GPU. gpv-parse takes each sentence of the posts as
+# a perception, as it stands (its offline default, bench/e2e.py); gpv-elicit and gpv-parse --prompt ai run the
+# packaged SmolLM2 GGUF (their replies are cached, so a second run skips them); gpv-score the built-in scorer.
 # 1) blog posts -> one row per author, a report with the evidence behind each score (gpv-report, HTML),
 #    and the stability of its perception scores (gpv-validate);
 # 2) gpv-elicit: questions for three values, the built-in model's answers, one row per model.

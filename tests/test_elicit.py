@@ -448,7 +448,7 @@ def test_two_real_models_end_to_end_with_lineage(tmp_path):
             "-o", str(q))
         run("gpv-elicit", "ask", "-s", f"smollm2={smol_url}", "-s", f"gemma3={gemma_url}", "--max-tokens", "96",
             "-j", "2", str(q), "-o", str(a))
-        run("gpv-parse", "--threads", "1", "--max-tokens", "300", str(a), "-o", str(p))
+        run("gpv-parse", "-m", "builtin", "--threads", "1", "--max-tokens", "300", str(a), "-o", str(p))
         run("gpv-score", "--values", ",".join(values), "--threads", "1", str(p), "-o", str(s))
         run("gpv-aggregate", "--by", "subject", str(s), "-o", str(g))
     finally:

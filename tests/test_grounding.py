@@ -141,3 +141,8 @@ def test_segment_gives_every_sentence_as_it_stands():
     out = grounding.segment(ORCHARD)
     assert [p.text for p in out] == texts(ORCHARD)
     assert {p.parse for p in out} == {"sentence"} and all(p.grounding == 1.0 for p in out)
+
+
+def test_a_fragment_is_no_statement_even_where_the_text_holds_it():
+    kept, dropped = grounding.ground(["We should", "We should protect what we cannot replace"], ORCHARD, fill=False)
+    assert dropped == ["We should"] and [p.text for p in kept] == ["We should protect what we cannot replace"]

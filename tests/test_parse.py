@@ -359,7 +359,8 @@ def test_real_server_parses_blog_chunks_through_a_faulty_proxy(invoke, llama_ser
 def test_builtin_model_parses_offline_in_process(blog_chunks, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI")}
     env["GPV_CACHE_DIR"] = str(tmp_path / "cache")
-    result = subprocess.run(["gpv-parse", "--threads", "1", "--max-tokens", "400"], input=jsonl(blog_chunks[:2]),
+    result = subprocess.run(["gpv-parse", "-m", "builtin", "--threads", "1", "--max-tokens", "400"],
+                            input=jsonl(blog_chunks[:2]),
                             capture_output=True, env=env)
     assert result.returncode == 0, result.stderr.decode()
     out = lines(result.stdout)

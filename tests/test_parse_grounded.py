@@ -64,7 +64,7 @@ def test_a_perception_the_chunk_does_not_hold_is_dropped_and_counted(invoke, tmp
                            tmp_path, "--no-fill")
     assert result.exit_code == 0, result.stderr
     assert [r["perception"] for r in lines(result.stdout)] == ["I spent the whole weekend helping my neighbour"]
-    assert "and 1 perception not found in the chunk" in result.stderr
+    assert "and 1 perception not found in the chunk (or of under three words)" in result.stderr
     assert len(requests) == 1  # a reply with something found in the chunk is used as it is
 
 

@@ -3,9 +3,12 @@
 import os
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import orjson
+import pytest
 
 
 def sh(command, **kw):
@@ -57,3 +60,33 @@ def test_waiting_on_a_terminal_says_so():
     result = subprocess.run(["script", "-qec", "gpv-chunk -t words", "/dev/null"], input=b"\x04",
                             capture_output=True, timeout=30, env={**os.environ, "TERM": "dumb"})
     assert b"gpv-chunk: reading JSONL from standard input (Ctrl-D ends it)" in result.stdout
+
+
+@pytest.mark.slow
+def test_make_demo_reports_what_the_authors_wrote(tmp_path):
+    """Issue 26: in `make demo` the built-in parser turned ben's "We should protect what we cannot replace"
+    into its opposite plus an invention, and never parsed ana's new team-lead role or chloe's two
+    statements. Every perception the demo scores must be something its author wrote (its span points into
+    the chunk, and holds it), and each of those four statements must reach the scorer."""
+    from .conftest import ROOT, read_jsonl
+
+    demo = tmp_path / "demo"
+    env = {**os.environ, "GPV_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "demo-posts", f"DEMO={demo}",
+                           f"BIN={Path(sys.executable).parent}"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    scored = read_jsonl(demo / "scored.jsonl")
+    assert {r["author"] for r in scored} == {"ana", "ben", "chloe"}
+    for r in scored:
+        start, end = r["span"]
+        assert 0 <= start < end <= len(r["text"])
+        said = " ".join(r["text"][start:end].split())
+        if r["parse"] == "model":
+            assert r["grounding"] >= 0.6
+        else:
+            assert r["perception"] == said
+    for author, statement in (("ben", "We should protect what we cannot replace"),
+                              ("ana", "my manager offered me the team lead role"),
+                              ("chloe", "I want to decide for myself"),
+                              ("chloe", "Everyone deserves to be treated equally")):
+        assert any(statement.lower() in r["perception"].lower() for r in scored if r["author"] == author), statement

@@ -25,7 +25,8 @@ STREAMS = {"gpv-chunk": True, "gpv-parse": True, "gpv-score": True, "gpv-aggrega
 SUMMARY = {
     "gpv-aggregate": lambda n_in, n_groups: [f"gpv-aggregate: aggregated {n_in} records into {n_groups} groups"],
     "gpv-parse": lambda n_in, _: [
-        "gpv-parse: note: the perceptions are the chunks' sentences (--backend sentences); no LLM parsed the text",
+        "gpv-parse: note: no LLM parsed the text: the perceptions are the chunks' sentences as they stand "
+        "(--backend sentences; -m or --base-url parses with a model)",
         f"gpv-parse: {n_in} chunks parsed into {n_in} perceptions; 0 without any"],
 }
 

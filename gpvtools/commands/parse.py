@@ -15,6 +15,9 @@ from ..streaming.stage import DOC_ID_FIELD, derive, note, plural, run_command
 from .common import CONTEXT_SETTINGS, Command, chat_options, from_command_line, stream_options, text_options
 
 SEGMENTERS = ("sentences", "clauses")  # backends without a model: the text cut into perceptions as it stands
+# With no model named, perceptions are the text's sentences: on human-labelled documents they keep what the
+# built-in SmolLM2 parse loses (bench/e2e.py; bench/RESULTS.md, 2026-12-07, "end-to-end validity").
+OFFLINE_DEFAULT = "sentences"
 BACKENDS = (*CHAT_MODELS, *SEGMENTERS)
 # Sampling for the attempts after the first: a reply that could not be used is asked for again, hotter.
 RETRY_TEMPERATURES = (0.7, 1.0, 1.0, 1.0)
@@ -190,8 +193,8 @@ class ParseStage(PooledStage):
         if not c["chunks"]:
             return []
         lines = [] if self.model is not None else [
-            f"note: the perceptions are the chunks' {self.segmenter} as they stand (--backend {self.segmenter}); "
-            "no LLM parsed the text"]
+            f"note: no LLM parsed the text: the perceptions are the chunks' {self.segmenter} as they stand "
+            f"(--backend {self.segmenter}; -m or --base-url parses with a model)"]
         lines += [f"{plural(c['chunks'], 'chunk')} parsed into {plural(c['perceptions'], 'perception')}; "
                   f"{c['empty']} without any"]
         if self.model is not None:
@@ -201,7 +204,7 @@ class ParseStage(PooledStage):
         if c["repeats"] or c["echoes"] or c["dropped"]:
             lines.append(f"dropped {plural(c['repeats'], 'repeated perception')}, "
                          f"{plural(c['echoes'], 'copy', 'copies')} of the prompt's example and "
-                         f"{plural(c['dropped'], 'perception')} not found in the chunk")
+                         f"{plural(c['dropped'], 'perception')} not found in the chunk (or of under three words)")
         if c["retries"] or c["fallback_chunks"]:
             n = c["fallback_chunks"]
             fell = f"{plural(n, 'chunk')} fell back to {'its' if n == 1 else 'their'} sentences"
@@ -215,12 +218,14 @@ class ParseStage(PooledStage):
 
 @click.command(name="gpv-parse", cls=Command, context_settings=CONTEXT_SETTINGS)
 @text_options()
-@click.option("-m", "--model", default=BUILTIN, show_default=True, envvar="GPV_PARSE_MODEL", metavar="MODEL",
-              help="builtin (SmolLM2-135M, offline), a .gguf file, or a model name on the --base-url server.")
+@click.option("-m", "--model", envvar="GPV_PARSE_MODEL", metavar="MODEL",
+              help="builtin (SmolLM2-135M, offline), a .gguf file, or a model name on the --base-url server.  "
+                   "[default: none; see --backend]")
 @click.option("-b", "--backend", type=click.Choice(("auto",) + BACKENDS), default="auto", show_default=True,
               envvar="GPV_PARSE_BACKEND",
-              help="auto: openai when --base-url is given, else llama-cpp. sentences: no LLM, each sentence "
-                   "a perception (see SENTENCES).")
+              help="auto: openai when --base-url is given; llama-cpp for -m builtin or a .gguf; with neither, "
+                   "sentences (no LLM: each sentence a perception, see SENTENCES), or the built-in model where "
+                   "the parse needs a model's judgment (--subject, --subject-field, --prompt ai, --prompt-file).")
 @click.option("--subject", metavar="NAME", help="Measure NAME, a person in the text, instead of the author.")
 @click.option("--subject-field", metavar="FIELD", help="Like --subject, with the name taken from each record's FIELD.")
 @click.option("--prompt-file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
@@ -250,24 +255,32 @@ class ParseStage(PooledStage):
 @stream_options
 def main(stream, chat, text_field, id_field, model, backend, subject, subject_field, prompt_file, preset,
          question_field, max_perceptions, temperature, max_tokens, min_grounding, fill, attempts, base_url):
-    """Parse each chunk into perceptions with an LLM.
+    """Parse each chunk into perceptions, each tied to where its chunk says it.
 
     Reads chunks (gpv-chunk's records, or any records with a text field) and writes one record per
-    perception: a value-laden, atomic, self-contained statement about the author (or --subject), as
-    the model found it with the paper's parsing prompt (Prompt 2, with its example). Each perception
-    record keeps all fields of its chunk and adds:
+    perception: a statement of the author's (or --subject's) to be measured. With a model (-m, or
+    --base-url) the model finds them with the paper's parsing prompt (Prompt 2, with its example); with
+    neither, each sentence of the chunk is a perception as it stands, no LLM involved: on human-labelled
+    text that loses less than the built-in model's parse (see SENTENCES). Either way every perception
+    names the span of its chunk it was found in (see GROUNDING). Each perception record keeps all fields
+    of its chunk and adds:
 
     \b
       id             CHUNK#pK, K counting the chunk's perceptions from 0
       perception     the perception's text (gpv-score reads this field)
       perception_index, n_perceptions
                      K and the chunk's number of perceptions
-      parser         BACKEND:MODEL@ID (or sentences)
+      span           [start, end): where in the chunk's text it was found
+      parse          model (a model's perception, found at span), sentence (the
+                     text at span as it stands), or fallback (the same, because
+                     the model's replies could not be used; parse_problem says why)
+      grounding      share of its content words found at span (1.0 as it stands)
+      parser         BACKEND:MODEL@ID (or sentences, clauses)
       parser_instrument
                      what parsed: backend, model by content (SHA-256 of the GGUF,
-                     or the server's model name and URL), digests of the prompt
-                     and the reply's parameters, gpvtools version; ID digests all
-                     but the version
+                     or the server's model name), digests of the prompt and the
+                     reply's parameters, the grounding settings, gpvtools version;
+                     ID digests all but the version
       subject        with --subject or --subject-field: whose values they are
 
     With --prompt ai the text is an AI's answer (gpv-elicit ask) and the subject the AI that wrote it;
@@ -275,12 +288,19 @@ def main(stream, chat, text_field, id_field, model, backend, subject, subject_fi
 
     A chunk with no perceptions gives no record; the count is on stderr. The model must answer
     {"perceptions": [...]}: the strongest JSON mode the server accepts is asked for, code fences and
-    stray text around the object are tolerated, anything else is an error for that chunk (--on-error).
-    Repeated perceptions and copies of the prompt's example are dropped (counted on stderr).
+    stray text around the object are tolerated. A reply that cannot be used is asked for again, then the
+    chunk's sentences stand in, marked (see GROUNDING): no reply ends a run. Repeated perceptions, copies
+    of the prompt's example and perceptions the chunk does not hold are dropped (counted on stderr).
     Replies are cached on disk, keyed by model, prompt and parameters, so re-runs and --resume never
     send a chunk twice.
     """
-    settings = with_jobs(chat.settings(model, backend, base_url, from_command_line("base_url")), chat.concurrency)
+    explicit = from_command_line("base_url")
+    if model is None:
+        needs_model = bool(subject or subject_field or preset != "author" or prompt_file)
+        if backend == "auto" and not explicit and not needs_model:
+            backend = OFFLINE_DEFAULT
+        model = BUILTIN
+    settings = with_jobs(chat.settings(model, backend, base_url, explicit), chat.concurrency)
 
     def build():
         if subject and subject_field:
@@ -346,8 +366,9 @@ main.man_sections = {
         "neighbouring ones (a copy of the text is found exactly); sentence, the text at span as it stands (a "
         "sentence that no perception of the model's covered, added by --fill, or what --backend sentences or "
         "clauses cut); fallback, the text at span as it stands because the chunk's replies could not be used. "
-        "grounding is the share of content words found (1.0 for a copy). A model's perception not found is "
-        "dropped and counted on stderr. A reply that cannot be used (not JSON, no perceptions list, or "
+        "grounding is the share of content words found (1.0 for a copy). A model's perception not found, or of "
+        "fewer than three words (a fragment such as \"We should\" is no statement), is dropped and counted on "
+        "stderr. A reply that cannot be used (not JSON, no perceptions list, or "
         "perceptions none of which is found in the chunk: inventions, or copies of the prompt's example) is "
         "asked for again, --attempts replies in all, sampling at temperature 0.7 and then 1.0 with the seed "
         "moved on; then the chunk's sentences stand in, each record marked parse fallback with parse_problem "

@@ -270,13 +270,14 @@ def ground(found, text, min_grounding=MIN_GROUNDING, fill=True, context=""):
     """(perceptions, dropped): a model's perceptions FOUND placed in TEXT.
 
     Each is kept with its span where at least MIN_GROUNDING of its content words are found there, and
-    dropped otherwise (DROPPED lists them). With FILL, every sentence that no kept perception overlaps
-    is added as it stands, so that nothing the author said is left unmeasured. The result is in the
-    order of the text. CONTEXT: as for `align`."""
+    dropped otherwise (DROPPED lists them), as is one of fewer than MIN_WORDS words (a fragment such as
+    "We should" is no statement, even where the text holds it). With FILL, every sentence that no kept
+    perception overlaps is added as it stands, so that nothing the author said is left unmeasured. The
+    result is in the order of the text. CONTEXT: as for `align`."""
     spans = sentence_spans(text)
     kept, dropped = [], []
     for p in found:
-        a = align(p, text, spans, context)
+        a = align(p, text, spans, context) if len(_WORD.findall(p)) >= MIN_WORDS else None
         if a is None or a.grounding < min_grounding:
             dropped.append(p)
         else:
