@@ -145,9 +145,10 @@ class ParseStage(PooledStage):
             perceptions, dropped = grounding.ground(kept, text, self.ground.min_grounding, self.ground.fill,
                                                     context=question or "")
             if found and not any(p.parse == "model" for p in perceptions):
-                why = "a copy of the prompt's example" if echoes and not dropped else \
-                    "found in the chunk" + (f" (one was {parsing.excerpt(dropped[0], 80)})" if dropped else "")
-                problems.append(f"none of the reply's {plural(len(found), 'perception')} is {why}")
+                n = plural(len(found), "perception")
+                problems.append(f"the reply's {n} copied the prompt's example" if echoes and not dropped else
+                                f"none of the reply's {n} is found in the chunk"
+                                + (f" (one was {parsing.excerpt(dropped[0], 80)})" if dropped else ""))
                 dropped_before += len(dropped)
                 continue
             return Parsed(perceptions, repeats, echoes, dropped_before + len(dropped), attempt)
