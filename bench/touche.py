@@ -12,7 +12,8 @@ the 10, as the data's README says). Scorers, in one run:
   dictionary  the Schwartz word list (../shared/data/dictionaries), relevance from word counts
 Per value and macro-averaged: ROC AUC of p_rel against the label, and F1 of the method's decision
 p_rel > 0.5 (the dictionary: ranked by its score, the share of words that are the value's, and relevant
-when any is). Rows go to stdout as a table; --json FILE keeps every figure.
+when any is); for the built-in scorer also F1 at its shipped per-value thresholds (model.json, fitted on
+this split). Rows go to stdout as a table; --json FILE keeps every figure.
 """
 
 import argparse
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import orjson
 
-from gpvtools.runtimes.models import builtin_gguf
+from gpvtools.runtimes.models import builtin_gguf, builtin_scorer_card
 from gpvtools.method.training import data as data_mod
 from gpvtools.method.training.trainer import relevance_report
 
@@ -85,11 +86,17 @@ def main():
             else:
                 sys.exit("the old scorer is read through its peft adapter: --backend transformers")
         runs["dictionary"] = ["-b", "dictionary", "-m", str(LEXICON)]
+        shipped = (builtin_scorer_card().get("thresholds") or {}).get("values")
         for name, argv in runs.items():
             p, spent = score(argv, inp)
+            p_rel = {v: [p[j.id][v] for j in dev] for v in values}
             # The method's decision: p_rel > 0.5; the dictionary's: any of the value's words (score > 0)
-            report = relevance_report(values, gold, {v: [p[j.id][v] for j in dev] for v in values},
-                                      threshold=0.0 if name == "dictionary" else 0.5)
+            report = relevance_report(values, gold, p_rel, threshold=0.0 if name == "dictionary" else 0.5)
+            if name == "builtin" and shipped:  # and at the thresholds gpv-score applies for it (model.json)
+                at = relevance_report(values, gold, p_rel, threshold=shipped)
+                report["macro_f1_shipped"] = at["macro_f1"]
+                for v in values:
+                    report["values"][v]["f1_shipped"] = at["values"][v]["f1"]
             report["seconds"] = round(spent, 1)
             results[name] = report
     names = list(results)
@@ -104,6 +111,11 @@ def main():
               + f"   ({results[names[0]]['values'][v]['positives']} of {len(dev)})")
     print(f"{'macro':<16}" + "".join(f"{results[n]['macro_roc_auc']:>14.3f}{results[n]['macro_f1']:>8.3f}"
                                      for n in names))
+    if "macro_f1_shipped" in results.get("builtin", {}):
+        b = results["builtin"]
+        print("built-in, F1 at its shipped per-value thresholds (fitted on this split, so in-sample): "
+              + ", ".join(f"{v} {b['values'][v]['f1_shipped']:.3f}" for v in values)
+              + f"; macro {b['macro_f1_shipped']:.3f}")
     print("seconds: " + ", ".join(f"{n} {results[n]['seconds']}" for n in names))
     if args.json:
         args.json.write_bytes(orjson.dumps({"dev_arguments": len(dev), "backend": args.backend, "results": results},
