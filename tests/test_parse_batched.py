@@ -7,6 +7,7 @@ time down. The batched path's logits match the single path's bit for bit (bench/
 counts replies over 64 full chunks), so every reply must be the same here.
 """
 
+import re
 import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -123,7 +124,10 @@ def test_gpv_parse_j3_gives_the_j1_output_and_resumes_from_the_cache(short_chunk
     out = tmp_path / "perceptions.jsonl"
     batched = run("-j", "3", "-o", str(out))
     assert out.read_bytes() == single.stdout
-    assert b"3 requests: 3 sent, 0 answered from the cache" in batched.stderr
+    # a reply that cannot be used is asked for again, so a chunk may take more than one request
+    sent = re.search(rb"(\d+) requests: \1 sent, 0 answered from the cache", single.stderr)
+    assert sent and int(sent[1]) >= len(chunks), single.stderr.decode()
+    assert b"%s requests: %s sent, 0 answered from the cache" % (sent[1], sent[1]) in batched.stderr
     # Keep the first chunk's perceptions and half of the next line, as a killed run leaves them.
     records = out.read_bytes().splitlines(keepends=True)
     kept = [r for r in records if orjson.loads(r)["id"].startswith(chunks[0]["id"] + "#")]
@@ -131,4 +135,5 @@ def test_gpv_parse_j3_gives_the_j1_output_and_resumes_from_the_cache(short_chunk
     out.write_bytes(b"".join(kept) + records[len(kept)][:20])
     resumed = run("-j", "3", "-o", str(out), "--resume")
     assert out.read_bytes() == single.stdout
-    assert b"2 requests: 0 sent, 2 answered from the cache" in resumed.stderr
+    again = re.search(rb"(\d+) requests: 0 sent, \1 answered from the cache", resumed.stderr)
+    assert again and len(chunks) - 1 <= int(again[1]) < int(sent[1]), resumed.stderr.decode()
