@@ -7,8 +7,8 @@ time down. The batched path's logits match the single path's bit for bit (bench/
 counts replies over 64 full chunks), so every reply must be the same here.
 """
 
-import re
 import os
+import re
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
