@@ -62,17 +62,19 @@ class TrainConfig:
 
 
 class Progress:
-    """A redrawn line on a terminal; on a log file (batch jobs) a line every `every` steps."""
+    """A redrawn line on a terminal; on a log file (batch jobs) a line every `every` steps. The time left is
+    estimated from the steps of this run: a run resumed at step FIRST has not spent its time on those."""
 
-    def __init__(self, total, enabled, every=20):
+    def __init__(self, total, enabled, every=20, first=0):
         self.total, self.enabled, self.every, self.start = total, enabled, every, time.monotonic()
+        self.first = first
         self.tty = sys.stderr.isatty()
 
     def update(self, step, loss):
         if not self.enabled or (not self.tty and step % self.every and step != self.total):
             return
         spent = time.monotonic() - self.start
-        eta = spent / max(step, 1) * (self.total - step)
+        eta = spent / max(step - self.first, 1) * (self.total - step)
         line = (f"gpv-train: step {step}/{self.total}  loss {loss:.4f}  "
                 f"{spent / 60:.1f} min, ~{eta / 60:.1f} min left")
         sys.stderr.write(f"\r{line} " if self.tty else f"{line}\n")
@@ -294,7 +296,7 @@ def train(model, tokenizer, examples, cfg, out_dir, resume=False, progress=True)
     from ..scoring.hf import cache_kwarg
 
     cache_arg = cache_kwarg(model)
-    bar = Progress(total_steps, progress, every=cfg.save_every)
+    bar = Progress(total_steps, progress, every=cfg.save_every, first=step)
     model.train()
     micro = 0
     batches = []
