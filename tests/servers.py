@@ -156,7 +156,8 @@ class FaultProxy(_Base):
     """Forwards to UPSTREAM, except that model requests (POST /chat/completions or /completions) take the next
     fault from `faults` first.
 
-    Faults: "timeout" (hold the request SECONDS then drop it), "429" (with Retry-After: 1), "500", "503",
+    Faults: "timeout" (hold the request SECONDS then drop it), "429" (with Retry-After: 1), "429-day" (with
+    Retry-After: 86400, a server out of its daily quota), "500", "503",
     "reset" (TCP RST), "malformed" (200 with a body that is not JSON), "empty" (200, no body),
     "empty-content" (the upstream's answer with the message content, or a completion's text, emptied),
     None (forward).
@@ -201,10 +202,11 @@ class FaultProxy(_Base):
             time.sleep(self.hold)
             h.close_connection = True
             return
-        if fault in ("429", "500", "503"):
-            headers = [("Retry-After", "1")] if fault == "429" else []
+        if fault in ("429", "429-day", "500", "503"):
+            headers = {"429": [("Retry-After", "1")], "429-day": [("Retry-After", "86400")]}.get(fault, [])
             self._note(digest, fault)
-            h._send(int(fault), json.dumps({"error": {"message": f"injected {fault}"}}).encode(), headers)
+            status = int(fault[:3])
+            h._send(status, json.dumps({"error": {"message": f"injected {status}"}}).encode(), headers)
             return
         if fault == "reset":
             self._note(digest, "reset")

@@ -11,9 +11,10 @@ from dataclasses import dataclass, fields
 import click
 
 from ..runtimes.chat import ChatSettings, LlamaChatSettings
-from ..runtimes.server import ServerSettings
+from ..runtimes.server import (DEFAULT_BACKOFF, DEFAULT_MAX_RETRY_WAIT, DEFAULT_RETRIES, DEFAULT_TIMEOUT,
+                               MAX_BACKOFF, ServerSettings)
 from ..streaming.jsonl import DEFAULT_MAX_LINE_BYTES
-from ..streaming.stage import StreamOptions
+from ..streaming.stage import StreamOptions, note
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 # An option whose help starts "llama-cpp: …" belongs to that backend; --help lists it under its heading.
@@ -47,7 +48,7 @@ class Command(click.Command):
 
 
 def stream_options(f):
-    """INPUT, -o, --resume, --on-error, --shard, --max-line-bytes, -q, -v: the same in every stage."""
+    """INPUT, -o, --resume, --on-error, --rejects, --shard, --max-line-bytes, -q, -v: the same in every stage."""
 
     @click.argument("input", default="-", metavar="[INPUT]")
     @click.option("-o", "--output", default="-", metavar="FILE", help="Write JSONL to FILE instead of stdout.")
@@ -57,6 +58,10 @@ def stream_options(f):
                   envvar="GPV_ON_ERROR",
                   help="On a bad line: stop; report it and go on; or pass an error record on. "
                        "Either way a bad line makes the exit status 1.")
+    @click.option("--rejects", metavar="FILE",
+                  help="Append each bad line instead, with its error, to FILE (once: one already there is not "
+                       "written again) and go on; a line set aside there leaves the exit status 0. With --resume "
+                       "an input set aside in FILE counts as done: remove its line to have it tried again.")
     @click.option("--shard", metavar="K/N", envvar="GPV_SHARD",
                   help="Keep only documents whose id hashes to K mod N (stable across stages and machines). "
                        "Default: from SLURM_ARRAY_TASK_ID/_MIN/_COUNT when in a SLURM array job.")
@@ -65,8 +70,8 @@ def stream_options(f):
     @click.option("-q", "--quiet", is_flag=True, help="No progress, notes or summary on stderr (errors still).")
     @click.option("-v", "--verbose", is_flag=True, envvar="GPV_DEBUG",
                   help="Tracebacks for errors (also GPV_DEBUG=1).")
-    def wrapper(*args, input, output, resume, on_error, shard, max_line_bytes, quiet, verbose, **kwargs):
-        opts = StreamOptions(input, output, resume, on_error, shard, max_line_bytes, quiet, verbose)
+    def wrapper(*args, input, output, resume, on_error, rejects, shard, max_line_bytes, quiet, verbose, **kwargs):
+        opts = StreamOptions(input, output, resume, on_error, shard, max_line_bytes, quiet, verbose, rejects)
         return f(*args, stream=opts, **kwargs)
 
     # Not functools.wraps: click would follow __wrapped__ to f and skip the wrapper.
@@ -93,56 +98,135 @@ def from_command_line(name):
     return source == click.core.ParameterSource.COMMANDLINE
 
 
+def logger(command, quiet):
+    """LOG(message): a line on stderr for COMMAND ("COMMAND: message"), or None under -q."""
+    return None if quiet else (lambda message: note(command, message))
+
+
+@dataclass
+class TransportOptions:
+    """How a stage talks to an OpenAI-compatible server (gpv-score's openai backend, gpv-parse, gpv-elicit), as
+    click gives them: the options of transport_params(), defined there once for all three commands."""
+
+    base_url: str | None  # None where the command has no --base-url (gpv-elicit ask: each subject names its own)
+    explicit: bool  # --base-url came from the command line, not OPENAI_BASE_URL
+    api_key: str | None
+    timeout: float
+    retries: int
+    backoff: float
+    max_retry_wait: float
+
+    def server(self, log=None, base_url=None, explicit=None):
+        """The ServerSettings (LOG: see logger()); BASE_URL and EXPLICIT stand in for --base-url's when given."""
+        return ServerSettings(base_url=self.base_url if base_url is None else base_url, api_key=self.api_key,
+                              timeout=self.timeout, retries=self.retries, backoff=self.backoff,
+                              explicit=self.explicit if explicit is None else explicit,
+                              max_retry_wait=self.max_retry_wait, log=log)
+
+
+def transport_params(base_url=True):
+    """The server options, the one definition gpv-score, gpv-parse and gpv-elicit share: --base-url (where
+    BASE_URL), --api-key, --timeout, --retries, --backoff, --max-retry-wait. One default each
+    (runtimes/server.py), the same wherever a request goes."""
+    options = [
+        click.option("--base-url", envvar="OPENAI_BASE_URL", metavar="URL",
+                     help="openai: the server's /v1 URL (OpenAI, vLLM, llama.cpp's server, Ollama)."),
+    ] if base_url else []
+    return options + [
+        click.option("--api-key", envvar="OPENAI_API_KEY", metavar="KEY", show_envvar=True,
+                     help="openai: API key (a local server needs none)."),
+        click.option("--timeout", type=click.FloatRange(min=0.1), default=DEFAULT_TIMEOUT, show_default=True,
+                     metavar="SECONDS",
+                     help="openai: seconds per request, the wait in the server's queue included. The default "
+                          "is room for a 1,000-token reply at 10 tokens a second (a model served on a CPU); a "
+                          "request that hangs costs no more."),
+        click.option("--retries", type=click.IntRange(min=0), default=DEFAULT_RETRIES, show_default=True,
+                     help="openai: retries on timeouts, connection failures, malformed answers, 429 and 5xx, "
+                          "with exponential backoff and jitter, or after the server's Retry-After. The "
+                          "default's waits (1, 2, 4 … 32 s, each times a random 0.5 to 1) ride out a server "
+                          "restart of half a minute."),
+        click.option("--backoff", type=click.FloatRange(min=0), default=DEFAULT_BACKOFF, show_default=True,
+                     metavar="SECONDS",
+                     help=f"openai: the first retry's wait; each further retry doubles it (at most "
+                          f"{MAX_BACKOFF:g} s, and --max-retry-wait)."),
+        click.option("--max-retry-wait", type=click.FloatRange(min=0), default=DEFAULT_MAX_RETRY_WAIT,
+                     show_default=True, metavar="SECONDS",
+                     help="openai: the longest wait before a retry. A server's Retry-After beyond it is cut to "
+                          "it, with a line on stderr, so a server that asks for a day cannot stall an unattended "
+                          "run; one still asking after --retries stops the run (rerun with --resume)."),
+    ]
+
+
+TRANSPORT_NAMES = [f.name for f in fields(TransportOptions) if f.name != "explicit"]
+
+
+def take_transport(kwargs):
+    """The TransportOptions of transport_params()' values, popped from a command's KWARGS."""
+    values = {name: kwargs.pop(name, None) for name in TRANSPORT_NAMES}
+    explicit = values["base_url"] is not None and from_command_line("base_url")
+    return TransportOptions(explicit=explicit, **values)
+
+
+def option_group(options, build):
+    """Decorate a command with OPTIONS, whose values BUILD(kwargs) pops and turns into the keyword arguments
+    it returns. The options decorated onto the command so far (those below this decorator) stay its own."""
+
+    def decorate(f):
+        def wrapper(*args, **kwargs):
+            return f(*args, **build(kwargs), **kwargs)
+
+        wrapper.__name__, wrapper.__doc__ = f.__name__, f.__doc__
+        wrapper.__click_params__ = list(getattr(f, "__click_params__", []))
+        for option in reversed(options):
+            wrapper = option(wrapper)
+        return wrapper
+
+    return decorate
+
+
+def transport_options(f):
+    """--base-url and the rest of transport_params(), received as one `transport` (TransportOptions)."""
+    return option_group(transport_params(), lambda kwargs: {"transport": take_transport(kwargs)})(f)
+
+
 @dataclass
 class ChatOptions:
     """The options every stage that asks a chat model shares (gpv-parse, gpv-elicit), as click gives them."""
 
     cache: str | None
     no_cache: bool
-    api_key: str | None
     concurrency: int
-    timeout: float
-    retries: int
-    backoff: float
     seed: int | None
     n_ctx: int
     threads: int | None
     n_gpu_layers: int
     repeat_penalty: float
+    transport: TransportOptions
 
-    def settings(self, model, backend, base_url, explicit):
-        """The chat model's settings, for MODEL and BACKEND at BASE_URL (EXPLICIT: given on the command line)."""
+    def settings(self, model, backend, log=None, **where):
+        """The chat model's settings, for MODEL and BACKEND (LOG: see logger()); WHERE (base_url=, explicit=)
+        names a server other than --base-url's."""
         return ChatSettings(
-            model=model, backend=backend,
-            server=ServerSettings(base_url=base_url, api_key=self.api_key, timeout=self.timeout,
-                                  retries=self.retries, backoff=self.backoff, explicit=explicit),
+            model=model, backend=backend, server=self.transport.server(log, **where),
             llama_cpp=LlamaChatSettings(n_ctx=self.n_ctx, threads=self.threads, n_gpu_layers=self.n_gpu_layers,
                                         repeat_penalty=self.repeat_penalty),
             cache_dir=self.cache, use_cache=not self.no_cache)
 
 
 def chat_options(inputs, repeat_penalty=1.2, repeat_help="penalty on repeated tokens (small models loop "
-                                                                "without it)."):
-    """The options of a stage that asks a chat model: cache, key, concurrency, retries, local model settings.
-    INPUTS names what -j keeps in flight. The command receives them as one `chat` (ChatOptions)."""
+                                                                "without it).", base_url=True):
+    """The options of a stage that asks a chat model: the server's (transport_params(BASE_URL)), cache,
+    concurrency, local model settings. INPUTS names what -j keeps in flight. The command receives them as one
+    `chat` (ChatOptions)."""
     options = [
         click.option("--cache", metavar="DIR", envvar="GPV_PARSE_CACHE",
                      help="Response cache directory  [default: $GPV_CACHE_DIR, $XDG_CACHE_HOME/gpvtools or "
                           "~/.cache/gpvtools, then /chat]"),
         click.option("--no-cache", is_flag=True, help="Neither read nor write the response cache."),
         click.option("--seed", type=int, help="Sampling seed, for servers that take one."),
-        click.option("--api-key", envvar="OPENAI_API_KEY", metavar="KEY", show_envvar=True,
-                     help="openai: API key (a local server needs none)."),
         click.option("-j", "--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
                      help=f"openai: {inputs} in flight at once; llama-cpp: {inputs} decoded together as the "
                           f"sequences of one context, each with --n-ctx cells (output stays in input order)."),
-        click.option("--timeout", type=click.FloatRange(min=0.1), default=120.0, show_default=True,
-                     help="openai: seconds per request."),
-        click.option("--retries", type=click.IntRange(min=0), default=6, show_default=True,
-                     help="openai: retries on timeouts, connection failures, malformed answers, 429 and 5xx, "
-                          "with exponential backoff and jitter (a Retry-After header is obeyed)."),
-        click.option("--backoff", type=click.FloatRange(min=0), default=1.0, show_default=True, metavar="SECONDS",
-                     help="openai: the first retry's wait; each further retry doubles it (at most 60 s)."),
         click.option("--n-ctx", type=click.IntRange(min=256), default=4096, show_default=True,
                      help="llama-cpp: context length."),
         click.option("--threads", type=click.IntRange(min=1), help="llama-cpp: CPU threads  [default: half the cores]"),
@@ -151,18 +235,10 @@ def chat_options(inputs, repeat_penalty=1.2, repeat_help="penalty on repeated to
         click.option("--repeat-penalty", type=click.FloatRange(min=1.0), default=repeat_penalty, show_default=True,
                      help=f"llama-cpp: {repeat_help}"),
     ]
-    names = [f.name for f in fields(ChatOptions)]
+    names = [f.name for f in fields(ChatOptions) if f.name != "transport"]
 
-    def decorate(f):
-        def wrapper(*args, **kwargs):
-            chat = ChatOptions(**{name: kwargs.pop(name) for name in names})
-            return f(*args, chat=chat, **kwargs)
+    def build(kwargs):
+        transport = take_transport(kwargs)
+        return {"chat": ChatOptions(**{name: kwargs.pop(name) for name in names}, transport=transport)}
 
-        wrapper.__name__, wrapper.__doc__ = f.__name__, f.__doc__
-        # The options decorated onto F so far (those below this decorator) stay the command's.
-        wrapper.__click_params__ = list(getattr(f, "__click_params__", []))
-        for option in reversed(options):
-            wrapper = option(wrapper)
-        return wrapper
-
-    return decorate
+    return option_group(transport_params(base_url) + options, build)

@@ -12,7 +12,7 @@ from ..streaming.errors import BadRecord, GpvError, UsageError
 from ..streaming.jsonl import dumps, require_text
 from ..streaming.pool import PooledStage
 from ..streaming.stage import DOC_ID_FIELD, derive, note, plural, run_command
-from .common import CONTEXT_SETTINGS, Command, chat_options, from_command_line, stream_options
+from .common import CONTEXT_SETTINGS, Command, chat_options, logger, stream_options
 
 COMMAND = "gpv-elicit"
 
@@ -131,15 +131,12 @@ def main():
                    "(the paper used GPT-4o).")
 @click.option("-b", "--backend", type=click.Choice(("auto", *CHAT_MODELS)), default="auto",
               show_default=True, help="auto: openai when --base-url is given, else llama-cpp.")
-@click.option("--base-url", envvar="OPENAI_BASE_URL", metavar="URL",
-              help="openai: the server's /v1 URL (OpenAI, vLLM, llama.cpp server, Ollama).")
 @click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True)
 @click.option("--max-tokens", type=click.IntRange(min=16), default=1024, show_default=True,
               help="Longest reply, in tokens.")
 @chat_options("inputs")
 @stream_options
-def questions(stream, chat, values_spec, value_field, id_field, n, model, backend, base_url, temperature,
-              max_tokens):
+def questions(stream, chat, values_spec, value_field, id_field, n, model, backend, temperature, max_tokens):
     """Write value-eliciting questions for each value with an LLM (Prompt 3).
 
     For each value (from --values, or one a record of INPUT) the model is given the paper's Prompt 3
@@ -160,7 +157,7 @@ def questions(stream, chat, values_spec, value_field, id_field, n, model, backen
     copies of the prompt's examples) are dropped and counted; a value left with none is an error
     (--on-error). Replies are cached like gpv-parse's.
     """
-    settings = with_jobs(chat.settings(model, backend, base_url, from_command_line("base_url")), chat.concurrency)
+    settings = with_jobs(chat.settings(model, backend, logger(QuestionsStage.command, stream.quiet)), chat.concurrency)
 
     def build():
         value_list = None
@@ -255,12 +252,13 @@ class AskStage(PooledStage):
         return lines
 
 
-def build_subject(name, target, model_name, chat, warn):
-    """Subject NAME: TARGET is a server URL (with MODEL_NAME, or its only model) or a GGUF (or builtin)."""
+def build_subject(name, target, model_name, chat, warn, log=None):
+    """Subject NAME: TARGET is a server URL (with MODEL_NAME, or its only model) or a GGUF (or builtin).
+    LOG(message) reports the server's long waits."""
     if target.lower().startswith(("http://", "https://")):
-        settings = chat.settings(model_name or BUILTIN, "openai", target, explicit=True)
+        settings = chat.settings(model_name or BUILTIN, "openai", log, base_url=target, explicit=True)
     else:
-        settings = chat.settings(target, "llama-cpp", None, explicit=False)
+        settings = chat.settings(target, "llama-cpp")
     settings = with_jobs(settings, chat.concurrency)
     try:
         model = build_chat_model(settings, warn)
@@ -290,7 +288,8 @@ def build_subject(name, target, model_name, chat, warn):
               help="0 is greedy decoding, as in the paper.")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=512, show_default=True,
               help="Longest answer, in tokens.")
-@chat_options("inputs", repeat_penalty=1.0, repeat_help="penalty on repeated tokens (1: plain greedy decoding).")
+@chat_options("inputs", repeat_penalty=1.0, repeat_help="penalty on repeated tokens (1: plain greedy decoding).",
+              base_url=False)
 @stream_options
 def ask(stream, chat, subject_specs, question_field, id_field, subject_field, system, temperature, max_tokens):
     """Ask each model under test every question; one record per answer, ready for gpv-parse.
@@ -325,7 +324,7 @@ def ask(stream, chat, subject_specs, question_field, id_field, subject_field, sy
         if repeated:
             raise UsageError(f"--subject {repeated[0]} is given more than once")
         warn = warner(AskStage.command, stream.quiet)
-        subjects = [build_subject(*spec, chat, warn) for spec in specs]
+        subjects = [build_subject(*spec, chat, warn, logger(AskStage.command, stream.quiet)) for spec in specs]
         local = all(s.model.concurrency == 1 for s in subjects)
         params = {"temperature": temperature, "max_tokens": max_tokens, "seed": chat.seed}
         return AskStage(subjects, question_field, id_field, subject_field, system,

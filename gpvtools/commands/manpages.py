@@ -12,13 +12,14 @@ import click
 
 from .. import __version__
 
-COMMANDS = ["chunk", "parse", "score", "train", "aggregate", "validate", "elicit", "report"]
+COMMANDS = ["chunk", "parse", "score", "train", "aggregate", "validate", "elicit", "report", "slurm", "cron"]
 
 COMMON_SECTIONS = {
     "EXIT STATUS": (
-        "0 when every input line was processed; 1 when a line was bad (whatever --on-error said) or the run "
-        "failed; 2 for a usage error; 130 or 143 when interrupted by SIGINT or SIGTERM (what was written "
-        "is complete: rerun with --resume); 141 when the reader of stdout went away."
+        "0 when every input line was processed or set aside in --rejects FILE; 1 when a line was bad "
+        "(whatever --on-error said) or the run failed; 2 for a usage error; 130 or 143 when interrupted by "
+        "SIGINT or SIGTERM (what was written is complete: rerun with --resume); 141 when the reader of stdout "
+        "went away."
     ),
     "ENVIRONMENT": lambda cmd: environment(cmd),
 }

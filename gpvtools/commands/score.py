@@ -8,10 +8,9 @@ from ..method import values as values_mod
 from ..method.scoring.backends import (SCORERS, LlamaCppSettings, OpenAISettings, ScorerSettings,
                                        TransformersSettings, build_scorer, instrument, tag)
 from ..runtimes.models import BUILTIN
-from ..runtimes.server import ServerSettings
 from ..streaming.errors import BadRecord, UsageError
 from ..streaming.stage import Stage, derive, note, run_command
-from .common import CONTEXT_SETTINGS, Command, from_command_line, stream_options, text_options
+from .common import CONTEXT_SETTINGS, Command, logger, stream_options, text_options, transport_options
 
 RESULT_FIELD = "values"
 
@@ -147,25 +146,15 @@ def _list_values(ctx, param, value):
 @click.option("--no-prefix-cache", is_flag=True,
               help="llama-cpp: evaluate every prompt from scratch, one at a time (slowest; for checking that "
                    "sharing changes nothing).")
-@click.option("--base-url", envvar="OPENAI_BASE_URL", metavar="URL",
-              help="openai: the server's /v1 URL (vLLM, llama.cpp server, …).")
-@click.option("--api-key", envvar="OPENAI_API_KEY", metavar="KEY", show_envvar=True,
-              help="openai: API key (a local server needs none).")
+@transport_options
 @click.option("--top-logprobs", type=click.IntRange(1, 20), default=20, show_default=True,
               help="openai: top-k log-probabilities asked for; a label outside them is asked for by echo.")
 @click.option("-j", "--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
               help="openai: requests in flight.")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
-              help="openai: seconds per request.")
-@click.option("--retries", type=click.IntRange(min=0), default=5, show_default=True,
-              help="openai: retries on timeouts, connection failures, malformed answers, 429 and 5xx, with "
-                   "exponential backoff and jitter (a Retry-After header is obeyed).")
-@click.option("--backoff", type=click.FloatRange(min=0), default=1.0, show_default=True, metavar="SECONDS",
-              help="openai: the first retry's wait; each further retry doubles it (at most 60 s).")
 @stream_options
-def main(stream, text_field, id_field, values_spec, values_field, describe, model, backend, adapter, valence_mode,
-         thresholds, batch_size, device, dtype, load_in_4bit, load_in_8bit, n_ctx, threads, n_gpu_layers, precision,
-         no_batch, no_prefix_cache, base_url, api_key, top_logprobs, concurrency, timeout, retries, backoff):
+def main(stream, transport, text_field, id_field, values_spec, values_field, describe, model, backend, adapter,
+         valence_mode, thresholds, batch_size, device, dtype, load_in_4bit, load_in_8bit, n_ctx, threads, n_gpu_layers,
+         precision, no_batch, no_prefix_cache, top_logprobs, concurrency):
     """Measure the values in each record's text: relevance, valence and score per value.
 
     Reads perception records (the text in --text-field, default perception; any text record will do)
@@ -189,8 +178,7 @@ def main(stream, text_field, id_field, values_spec, values_field, describe, mode
     backend writes count, words and score = count/words instead. Without --model the built-in model
     scores offline on the CPU.
     """
-    server = ServerSettings(base_url=base_url, api_key=api_key, timeout=timeout, retries=retries, backoff=backoff,
-                            explicit=from_command_line("base_url"))
+    server = transport.server(log=logger("gpv-score", stream.quiet))
     settings = ScorerSettings(
         model=model, backend=backend, adapter=adapter, thresholds=thresholds, batch_size=batch_size,
         llama_cpp=LlamaCppSettings(n_ctx=n_ctx, threads=threads, n_gpu_layers=n_gpu_layers, precision=precision,

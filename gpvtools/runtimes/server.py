@@ -2,11 +2,12 @@
 
 gpv-parse and gpv-elicit (chat completions) and gpv-score (completions with log-probabilities) all go
 through `Server`: one client, built here only; one retry policy (exponential backoff with jitter on
-timeouts, connection failures, malformed answers, 429 and 5xx; a Retry-After header sets the wait);
-one translation of the client's errors into ours:
+timeouts, connection failures, malformed answers, 429 and 5xx; a Retry-After header sets the wait, cut to
+--max-retry-wait and logged when long); one translation of the client's errors into ours:
 
-- a server that cannot be reached after the retries, refuses the key, or has no such model: GpvError
-  (the run stops; what was written is complete and --resume goes on from there);
+- a server that cannot be reached after the retries, refuses the key, has no such model, or still asks
+  for a wait longer than --max-retry-wait after the retries: GpvError (the run stops; what was written is
+  complete and --resume goes on from there);
 - a request the server rejects (400, 422), or one still failing after the retries: BadRecord (that
   record fails, handled by --on-error; the rest go on).
 
@@ -18,6 +19,7 @@ import email.utils
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..streaming.errors import BadRecord, GpvError, MissingDependency
@@ -25,19 +27,31 @@ from ..streaming.errors import BadRecord, GpvError, MissingDependency
 RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
 NO_KEY = "not-needed"
 
+# The defaults of --timeout, --retries, --backoff and --max-retry-wait, for every command that talks to a
+# server (commands/common.py defines the options once, with these); the reasons are in the options' help.
+DEFAULT_TIMEOUT = 120.0
+DEFAULT_RETRIES = 6
+DEFAULT_BACKOFF = 1.0
+MAX_BACKOFF = 60.0  # the backoff's doubling stops here
+DEFAULT_MAX_RETRY_WAIT = 300.0
+LOGGED_WAIT = 10.0  # a Retry-After at least this long gets a line on stderr (a short one is routine rate limiting)
+
 
 @dataclass(frozen=True)
 class ServerSettings:
     """Where the server is and how patiently to talk to it (--base-url, --api-key, --timeout, --retries,
-    --backoff). `explicit` is whether the URL came from the command line rather than OPENAI_BASE_URL."""
+    --backoff, --max-retry-wait). `explicit` is whether the URL came from the command line rather than
+    OPENAI_BASE_URL; `log(message)`, where given, reports long waits (the command's stderr)."""
 
     base_url: str | None = None
     api_key: str | None = field(default=None, repr=False)
-    timeout: float = 60.0
-    retries: int = 5
-    backoff: float = 1.0
-    max_backoff: float = 60.0
+    timeout: float = DEFAULT_TIMEOUT
+    retries: int = DEFAULT_RETRIES
+    backoff: float = DEFAULT_BACKOFF
+    max_backoff: float = MAX_BACKOFF
     explicit: bool = False
+    max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT
+    log: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
 
 
 class Transient(Exception):
@@ -184,14 +198,32 @@ class Server:
             try:
                 return call()
             except Transient as e:
+                too_long = e.wait is not None and e.wait > s.max_retry_wait
                 if attempt >= s.retries:
                     self.counters.add(failures=1)
                     if e.unreachable:
                         raise GpvError(f"cannot reach the server at {self.base_url} "
                                        f"(after {s.retries} retries): {e}") from None
+                    if too_long:
+                        # Not the record's fault: a server that keeps saying "come back later" is one that
+                        # cannot be used now, so the run stops where it is and --resume goes on later.
+                        raise GpvError(f"the server at {self.base_url} still asks to wait {seconds(e.wait)} s "
+                                       f"(Retry-After) after {s.retries} retries, longer than --max-retry-wait "
+                                       f"{seconds(s.max_retry_wait)} s: {e}") from None
                     raise BadRecord(f"{e} (gave up after {s.retries} retries)") from None
-                delay = e.wait if e.wait is not None else \
-                    min(s.max_backoff, s.backoff * 2 ** attempt) * random.uniform(0.5, 1.0)
+                if e.wait is not None:
+                    delay = min(e.wait, s.max_retry_wait)
+                    if s.log is not None and (too_long or e.wait >= LOGGED_WAIT):
+                        cut = " (--max-retry-wait)" if too_long else ""
+                        s.log(f"the server at {self.base_url} asked to wait {seconds(e.wait)} s (Retry-After); "
+                              f"waiting {seconds(delay)} s{cut}")
+                else:
+                    delay = min(s.max_backoff, s.max_retry_wait, s.backoff * 2 ** attempt) * random.uniform(0.5, 1.0)
                 attempt += 1
                 self.counters.add(retries=1)
                 time.sleep(delay)
+
+
+def seconds(x):
+    """X seconds as a message shows them: whole from 10 up, else to 3 significant digits."""
+    return f"{x:.0f}" if x >= 10 else f"{x:.3g}"

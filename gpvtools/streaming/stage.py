@@ -13,6 +13,7 @@ import time
 import traceback
 from dataclasses import dataclass
 
+from . import rejects as rejects_mod
 from . import resume as resume_mod
 from .atomic import AtomicFile, write_all
 from .errors import BadRecord, GpvError, UsageError
@@ -34,6 +35,7 @@ class StreamOptions:
     max_line_bytes: int
     quiet: bool
     verbose: bool
+    rejects: str = None  # FILE for bad input lines, each set aside once (streaming/rejects.py)
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Entry:
     record: dict = None
     key: str = None
     error: BadRecord = None
+    raw: bytes = None  # the line as read, kept only for a line that is no record (for --rejects)
 
 
 class Stage:
@@ -318,6 +321,8 @@ def run_stage(stage, opts):
     """Run STAGE over opts.input; return the exit status."""
     if opts.resume and opts.output in (None, "-"):
         raise UsageError("--resume needs -o FILE")
+    if opts.rejects == "-":
+        raise UsageError("--rejects needs a FILE (stdout carries the output)")
     shard = parse_shard(opts.shard) if opts.shard else shard_from_env()
     if shard and not opts.shard and not opts.quiet:
         note(stage.command, f"shard {shard[0]}/{shard[1]} from the SLURM array variables")
@@ -337,9 +342,23 @@ def run_stage(stage, opts):
         stream = open_input(opts.input)
         if opts.input == "-" and sys.stdin.isatty() and not opts.quiet:
             note(stage.command, "reading JSONL from standard input (Ctrl-D ends it)")
+    rejects = rejects_mod.Rejects(opts.rejects, stage.command) if opts.rejects else None
+    # With --resume an input set aside before counts as done (a whole stage redoes all, so it meets it again).
+    set_aside = set(rejects.seen) if rejects is not None and opts.resume and not stage.whole else set()
     sink = WholeSink(opts.output) if stage.whole else Sink(opts.output, append=opts.resume)
     progress = Progress(stage.command, sys.stderr.isatty() and not opts.quiet)
-    counts = {"in": 0, "out": 0, "bad": 0, "skipped": 0, "passed": 0}
+    counts = {"in": 0, "out": 0, "bad": 0, "skipped": 0, "passed": 0, "rejected": 0, "not_retried": 0,
+              "rejected_again": 0}
+
+    def finished(key):
+        """Whether --resume finds KEY's input done (in the output, or set aside in --rejects FILE)."""
+        if key in done:
+            counts["skipped"] += 1
+            return True
+        if key in set_aside:
+            counts["not_retried"] += 1
+            return True
+        return False
 
     def entries():
         for line, raw in iter_lines(stream, opts.max_line_bytes):
@@ -356,17 +375,27 @@ def run_stage(stage, opts):
                 shard_id = entry.record.get(DOC_ID_FIELD, entry.key)
                 if shard and shard_of(shard_id, shard[1]) != shard[0]:
                     continue
-                if entry.key in done:
-                    counts["skipped"] += 1
+                if finished(entry.key):
                     continue
                 stage.validate(entry)
             except BadRecord as e:
                 entry.error = e
+                if rejects is not None and entry.key is None:  # no record, or no usable id
+                    entry.key, entry.raw = rejects_mod.line_key(raw, line), raw
+                    if finished(entry.key):
+                        continue
             yield entry
 
     status = EXIT_OK
     try:
         for entry, outputs in stage.map(entries()):
+            if entry.error is not None and rejects is not None:
+                if rejects.add(entry, entry.raw):
+                    counts["rejected"] += 1
+                    note(stage.command, f"error: {entry.error} (set aside in {opts.rejects})")
+                else:
+                    counts["rejected_again"] += 1
+                continue
             if entry.error is not None:
                 counts["bad"] += 1
                 if opts.on_error == "emit":
@@ -401,9 +430,19 @@ def run_stage(stage, opts):
         progress.close()
         if not sink.to_stdout:
             sink.close()
+        if rejects is not None:
+            rejects.close()
     if not opts.quiet:
         if counts["skipped"]:
             note(stage.command, f"{plural(counts['skipped'], 'input')} already done in {opts.output}")
+        if counts["not_retried"]:
+            note(stage.command, f"{plural(counts['not_retried'], 'input')} set aside in {opts.rejects} before, "
+                                f"not tried again")
+        if counts["rejected"]:
+            note(stage.command, f"{plural(counts['rejected'], 'bad line')} set aside in {opts.rejects}")
+        if counts["rejected_again"]:
+            note(stage.command, f"{plural(counts['rejected_again'], 'bad line')} already in {opts.rejects}, "
+                                f"left out again")
         if counts["passed"]:
             note(stage.command, stage.upstream_note(counts["passed"]))
         if counts["bad"]:
