@@ -98,12 +98,13 @@ demo-elicit:
 		Benev=values.Benevolence.score Hedon=values.Hedonism.score
 
 # The whole suite, lint first: what CI runs (.ci/run) and what the README gives.
+# -rs: each skip's reason (under GPV_REQUIRE, as .ci/run sets it, a skip for a missing part fails instead).
 test: $(VENV)/.dev lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rs
 
 # A quick loop while working: everything but the tests marked slow (real models, long pipelines).
 test-fast: $(VENV)/.dev lint
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -rs -m "not slow"
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check gpvtools tests bench

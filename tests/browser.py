@@ -13,16 +13,18 @@ page makes, elements, links, and screenshots.
         assert not is_blank_png(tmp_path / "report.png")
 
 The `browser` fixture starts one Chromium per test session (Selenium's Chrome driver, headless) and skips,
-naming what is missing, where Chromium, chromedriver or selenium is not installed.
+naming what is missing, where Chromium, chromedriver or selenium is not installed (fails instead under
+GPV_REQUIRE=all, as CI runs: tests/conftest.py require).
 """
 
 import os
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from .conftest import require
 
 WIDTH, HEIGHT = 1280, 2000  # the window every page opens in
 MAX_SCREENSHOT_HEIGHT = 16000
@@ -49,6 +51,26 @@ window.addEventListener('unhandledrejection', function (e) {
   window.__harness.errors.push('Unhandled rejection: ' + (r && r.stack ? r.stack : String(r)));
 });
 """
+
+# Resolves once the page has settled: its fonts are loaded, and for QUIET ms (arguments[0]) nothing has changed
+# in its DOM and it has fetched nothing, across at least two animation frames (so that what a load handler, a
+# timer or the first frames scheduled has run, and logged what it logs).
+SETTLE = """
+var quiet = arguments[0], done = arguments[arguments.length - 1];
+var last = performance.now(), resources = performance.getEntriesByType('resource').length;
+var observer = new MutationObserver(function () { last = performance.now(); });
+observer.observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
+function check() {
+  requestAnimationFrame(function () { requestAnimationFrame(function () {
+    var now = performance.getEntriesByType('resource').length;
+    if (now !== resources) { resources = now; last = performance.now(); }
+    if (performance.now() - last >= quiet) { observer.disconnect(); done(performance.now()); }
+    else { setTimeout(check, 10); }
+  }); });
+}
+(document.fonts ? document.fonts.ready : Promise.resolve()).then(check, check);
+"""
+SETTLE_QUIET_MS = 100
 
 # Every URL the page asked for: resources the browser fetched (or tried to), and references in the DOM
 # to anything outside the document (src, href of everything but navigation links, srcset, object data,
@@ -132,24 +154,25 @@ def _executable(fixed, *names):
 
 
 def find_browser():
-    """(chromium, chromedriver): their paths; skips the test, naming what is missing and how to install
-    it, where either of them or selenium is not installed."""
+    """(chromium, chromedriver): their paths. Where either of them or selenium is not installed, the test
+    skips (or fails, under GPV_REQUIRE: tests/conftest.py require), naming what is missing and how to
+    install it."""
     chromium = _executable("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome")
     chromedriver = _executable("/usr/bin/chromedriver", "chromedriver")
     missing = [what for what, found in (("chromium", chromium), ("chromedriver", chromedriver)) if not found]
     if missing:
-        pytest.skip(f"{' and '.join(missing)} not found (looked in /usr/bin and on PATH): {INSTALL_BROWSER}")
+        require("chromium", f"{' and '.join(missing)} not found (looked in /usr/bin and on PATH): {INSTALL_BROWSER}")
     try:
         import selenium  # noqa: F401
     except ImportError:
-        pytest.skip(f"selenium is not installed: {INSTALL_SELENIUM}")
+        require("chromium", f"selenium is not installed: {INSTALL_SELENIUM}")
     return chromium, chromedriver
 
 
 @pytest.fixture(scope="session")
 def browser():
     """One headless Chromium (a Selenium WebDriver) for the session, with its console log captured;
-    skips, naming what is missing, without Chromium, chromedriver or selenium."""
+    skips (or fails under GPV_REQUIRE), naming what is missing, without Chromium, chromedriver or selenium."""
     chromium, chromedriver = find_browser()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -173,8 +196,9 @@ def browser():
 
 
 def open_page(browser, path):
-    """Load the local file PATH in BROWSER (the fixture), wait until document.readyState is complete,
-    and return a Page: its console errors, requests, ids, '#' link targets and text."""
+    """Load the local file PATH in BROWSER (the fixture), wait until document.readyState is complete and then
+    until the page has settled (SETTLE: SETTLE_QUIET_MS without a change or a fetch), and return a Page: its
+    console errors, requests, ids, '#' link targets and text."""
     from selenium.webdriver.support.ui import WebDriverWait
 
     url = Path(path).resolve().as_uri()
@@ -183,7 +207,8 @@ def open_page(browser, path):
     browser.get(url)
     WebDriverWait(browser, PAGE_TIMEOUT).until(
         lambda d: d.execute_script("return document.readyState;") == "complete")
-    time.sleep(0.05)  # let load handlers and the first frame's scripts run and log
+    browser.set_script_timeout(PAGE_TIMEOUT)
+    browser.execute_async_script(SETTLE, SETTLE_QUIET_MS)
 
     errors = [entry["message"] for entry in browser.get_log("browser") if entry.get("level") == "SEVERE"]
     hooked = browser.execute_script("return window.__harness ? window.__harness.errors : [];") or []

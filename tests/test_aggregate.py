@@ -267,6 +267,7 @@ def test_merge_keeps_higher_order_values(invoke):
     halves = [invoke(aggregate.main, ["--by", "author", "--higher-order", "--shard", f"{k}/2", "-q"],
                      jsonl(records)).stdout.encode() for k in range(2)]
     merged = lines(invoke(aggregate.main, ["--merge", "-q"], b"".join(halves)).stdout)
+    assert [r["id"] for r in merged] == [r["id"] for r in whole] == ["a0", "a1", "a2"]
     for m, w in zip(merged, whole):
         for name in ("Self-Transcendence", "Conservation"):
             assert m["values"][name]["n"] == w["values"][name]["n"]

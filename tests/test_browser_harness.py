@@ -5,7 +5,7 @@ link) is caught, so a report test that passes shows the checks ran.
 
 import pytest
 
-from . import browser as harness
+from . import browser as harness, conftest
 from .browser import is_blank_png, open_page
 
 browser = harness.browser  # the session-scoped fixture, here by name for these tests
@@ -133,6 +133,7 @@ def test_is_blank_png(tmp_path):
 
 
 def test_missing_browser_skips_with_how_to_install(monkeypatch):
+    monkeypatch.setattr(conftest, "GPV_REQUIRE", "")
     monkeypatch.setattr(harness, "_executable", lambda fixed, *names: None)
     with pytest.raises(pytest.skip.Exception, match=r"chromium and chromedriver not found .*apt-get install chromium chromium-driver"):
         harness.find_browser()
@@ -140,3 +141,27 @@ def test_missing_browser_skips_with_how_to_install(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "selenium", None)  # import selenium raises ImportError
     with pytest.raises(pytest.skip.Exception, match=r"selenium is not installed: pip install selenium"):
         harness.find_browser()
+
+
+@pytest.mark.parametrize("required", ["all", "chromium", "slurm,chromium"])
+def test_missing_browser_fails_where_gpv_require_asks_for_it(monkeypatch, required):
+    monkeypatch.setattr(conftest, "GPV_REQUIRE", required)
+    monkeypatch.setattr(harness, "_executable", lambda fixed, *names: None)
+    with pytest.raises(pytest.fail.Exception, match=rf"chromium is missing, and GPV_REQUIRE={required} requires it: "
+                                                    r"chromium and chromedriver not found"):
+        harness.find_browser()
+
+
+def test_a_late_console_error_is_waited_for(browser, tmp_path):
+    """A page still at work after load (a chain of timers changing the DOM for ~0.3 s) has settled before the
+    console is read: its error, logged with the last change, is caught (the harness once read at +0.05 s)."""
+    page = open_page(browser, page_file(tmp_path, """<p id="n">0</p><script>
+window.addEventListener("load", function () {
+  var n = 0;
+  (function tick() {
+    document.getElementById("n").textContent = String(++n);
+    if (n < 10) { setTimeout(tick, 30); } else { console.error("late-" + n); }
+  })();
+});</script>"""))
+    assert any("late-10" in e for e in page.console_errors), page.console_errors
+    assert page.text.strip() == "10"

@@ -7,6 +7,8 @@ from gpvtools.method.chunking import Chunker, make_counter
 from gpvtools.commands import chunk
 from gpvtools.streaming.errors import GpvError
 
+from .conftest import dev_module
+
 
 @pytest.fixture(scope="module")
 def builtin_chunks(posts_path):
@@ -86,7 +88,7 @@ def test_id_field_of_wrong_type(invoke):
 
 
 def test_hugging_face_tokenizer_json(tmp_path, posts):
-    tokenizers = pytest.importorskip("tokenizers")
+    tokenizers = dev_module("tokenizers")
     # A real (tiny) BPE tokenizer trained here, saved as tokenizer.json like a model directory holds.
     tok = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="[UNK]"))
     tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
@@ -116,7 +118,7 @@ def test_bad_tokenizer_specs(spec, message):
 
 
 def test_uncached_tiktoken_says_so_instead_of_hanging(tmp_path, monkeypatch, invoke):
-    pytest.importorskip("tiktoken")
+    dev_module("tiktoken")
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
     result = invoke(chunk.main, ["-t", "tiktoken:cl100k_base"], b'{"text": "a"}\n')
     assert result.exit_code == 1

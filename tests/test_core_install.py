@@ -3,9 +3,10 @@ extra, and a command that needs one says which in one line.
 
 A real virtual environment, not an import hook over the test's own: a hook blocks only the names it lists,
 while a fresh environment also catches a module that some extra pulled in by the way (tqdm, tokenizers,
-huggingface_hub …), a file missing from the wheel, and a broken entry point. The package is installed with
---no-deps from a copy of the source tree (a build in place would write build/ into the checkout), then the
-core dependencies pyproject.toml names, from the package index pip is configured with. Built once a session.
+huggingface_hub …), a file missing from the wheel, and a broken entry point. The core dependencies
+pyproject.toml names and its build backend come from the package index pip is configured with; then the
+package is built and installed from a copy of the source tree (a build in place would write build/ into the
+checkout), with no index. Built once a session.
 """
 
 import os
@@ -13,14 +14,14 @@ import shutil
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import orjson
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from .conftest import ROOT, require
+
 COMMANDS = ("gpv-chunk", "gpv-parse", "gpv-score", "gpv-train", "gpv-aggregate", "gpv-validate", "gpv-elicit",
-            "gpv-report")
+            "gpv-report", "gpv-cron", "gpv-slurm")
 HEAVY = ("numpy", "torch", "transformers", "llama_cpp", "sklearn", "scipy", "matplotlib")
 LEXICON = {"Benevolence": ["family", "help*"], "Power": ["power", "control*"]}
 DOCS = [{"id": "d1", "author": "x", "text": "I help my family every day. Power means little to me."},
@@ -41,17 +42,26 @@ def _source_copy(dest):
 
 @pytest.fixture(scope="session")
 def core(tmp_path_factory):
-    """The bin directory of a fresh environment holding gpvtools and its core dependencies only."""
+    """The bin directory of a fresh environment holding gpvtools and its core dependencies only.
+
+    What comes from the package index (the core dependencies, and the build backend pyproject.toml names) is
+    installed first: where the index cannot be reached the tests skip, naming it (they fail under GPV_REQUIRE,
+    as in CI). This project's own source is then built and installed with nothing more from any index, so a
+    failure there is the project's (a broken pyproject.toml, a file missing from the package) and fails the
+    tests everywhere."""
     base = tmp_path_factory.mktemp("core-install")
     venv = base / "venv"
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    deps, backend = project["project"]["dependencies"], project["build-system"]["requires"]
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    for step in ([*pip, "--no-deps", str(_source_copy(base / "src"))], [*pip, *deps]):
-        done = subprocess.run(step, capture_output=True, text=True)
-        if done.returncode:
-            pytest.skip(f"cannot build the core environment (is the package index reachable?): "
-                        f"{' '.join(step[3:])}: {done.stderr.strip()[-500:]}")
+    fetched = subprocess.run([*pip, *backend, *deps], capture_output=True, text=True)
+    if fetched.returncode:
+        require("index", f"cannot install the core dependencies and the build backend ({' '.join(backend + deps)}) "
+                         f"from the package index: {fetched.stderr.strip()[-500:]}")
+    built = subprocess.run([*pip, "--no-deps", "--no-build-isolation", "--no-index", str(_source_copy(base / "src"))],
+                           capture_output=True, text=True)
+    assert built.returncode == 0, f"pip cannot install this project's own source: {built.stderr.strip()[-2000:]}"
     listed = subprocess.run([str(venv / "bin" / "python"), "-c", "import importlib.util as u; print([m for m in "
                              f"{HEAVY!r} if u.find_spec(m)])"], capture_output=True, text=True, check=True)
     assert listed.stdout.strip() == "[]", f"an extra came along with the core dependencies: {listed.stdout}"

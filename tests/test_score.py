@@ -6,6 +6,7 @@ chance, which is all these plumbing tests need). Nothing here is mocked.
 
 import os
 import subprocess
+from pathlib import Path
 
 import orjson
 import pytest
@@ -15,7 +16,7 @@ from gpvtools.method import values
 from gpvtools.commands import score
 from gpvtools.runtimes.models import builtin_gguf
 
-from .conftest import SHARED
+from .conftest import SHARED, cuda_missing, dev_module, require
 
 GGUF = builtin_gguf()
 GGUF_NAME = os.path.basename(GGUF)
@@ -302,9 +303,7 @@ def test_transformers_quiet_means_quiet(hf_batches, invoke):
 
 
 def test_transformers_on_cuda(invoke):
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA GPU here: the CUDA path of gpv-score was not run")
+    require("cuda", cuda_missing())
     data = lines(RECORDS[:2])
     args = [*MODEL, "-b", "transformers", "--values", "vsm", "-q"]
     cpu = parse(invoke(score.main, args + ["--device", "cpu"], data).stdout)
@@ -312,6 +311,7 @@ def test_transformers_on_cuda(invoke):
         result = invoke(score.main, args + ["--device", "cuda"] + extra, data)
         assert result.exit_code == 0, result.stderr
         gpu = parse(result.stdout)
+        assert [r["id"] for r in gpu] == [r["id"] for r in cpu] == OUT_IDS[:2]
         tolerance = 1e-3 if extra else 0.05
         for a, b in zip(cpu, gpu):
             for value in VSM:
@@ -319,19 +319,63 @@ def test_transformers_on_cuda(invoke):
                 assert abs(a["values"][value]["relevance"] - b["values"][value]["relevance"]) <= tolerance
 
 
-@pytest.mark.parametrize("flag", ["--load-in-4bit", "--load-in-8bit"])
-def test_quantized_transformers_on_cuda(invoke, flag):
-    """bitsandbytes' 4-bit NF4 and 8-bit weights on a GPU: valid entries, and relevance near float32 on the CPU
-    (within 0.15: the weights themselves are rounded to 4 or 8 bits). Run by bench/gpu.sh where a GPU is."""
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip(f"no CUDA GPU here: gpv-score {flag} was not run")
+def float_model_dir(path):
+    """The built-in GGUF as a float32 Hugging Face model directory at PATH. transformers quantizes with bitsandbytes
+    only a model it loads from such a directory: from a GGUF file it refuses ("You cannot combine Quantization
+    and loading a model from a GGUF file", transformers 5.25), and it will not save a model loaded from one as it
+    is (its config names the GGUF as its quantization), so the weights go into a plain model of that config."""
+    import torch
+    import transformers
+
+    source = Path(GGUF)
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name,
+                                                               dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(loaded.state_dict())
+    plain.save_pretrained(path, safe_serialization=True)
+    transformers.AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("flag, layer", [("--load-in-4bit", "Linear4bit"), ("--load-in-8bit", "Linear8bitLt")])
+def test_quantized_transformers_on_cuda(invoke, monkeypatch, tmp_path, flag, layer):
+    """bitsandbytes' 4-bit NF4 and 8-bit weights on a GPU: the model gpv-score loaded holds bitsandbytes' LAYER in
+    place of every linear layer but the output head (a float load would pass every other check here); valid
+    entries, and relevance near float32 on the CPU (within 0.15: the weights themselves are rounded to 4 or 8
+    bits). The model: SmolLM2 as a Hugging Face directory (float_model_dir). Run by bench/gpu.sh where a GPU is."""
+    require("cuda", cuda_missing())
+    import bitsandbytes
+    import torch
+
+    from gpvtools.method.scoring import hf
+
+    model = ["-m", str(float_model_dir(tmp_path / "smollm2")), "--threads", "1"]
+
+    loaded, load_model = [], hf.load_model
+
+    def keep(*args, **kwargs):  # hf.load_model as it is, keeping what it loaded to look at
+        model, tokenizer, name = load_model(*args, **kwargs)
+        loaded.append(model)
+        return model, tokenizer, name
+
+    monkeypatch.setattr(hf, "load_model", keep)
     data = lines(RECORDS[:2])
-    args = [*MODEL, "-b", "transformers", "--values", "vsm", "-q"]
+    args = [*model, "-b", "transformers", "--values", "vsm", "-q"]
     cpu = parse(invoke(score.main, args + ["--device", "cpu"], data).stdout)
     result = invoke(score.main, args + ["--device", "cuda", flag], data)
     assert result.exit_code == 0, result.stderr
-    for a, b in zip(cpu, parse(result.stdout)):
+    assert len(loaded) == 2  # the CPU's model, then the GPU's
+    kind = getattr(bitsandbytes.nn, layer)
+    linear = {name: type(m).__name__ for name, m in loaded[1].named_modules() if isinstance(m, torch.nn.Linear)}
+    quantized = {name for name, m in loaded[1].named_modules() if isinstance(m, kind)}
+    assert quantized and set(linear) - quantized <= {n for n in linear if n.rsplit(".", 1)[-1] == "lm_head"}, linear
+    assert not any(isinstance(m, kind) for m in loaded[0].modules())  # and the CPU's is no such load
+    gpu = parse(result.stdout)
+    assert [r["id"] for r in gpu] == [r["id"] for r in cpu] == OUT_IDS[:2]
+    for a, b in zip(cpu, gpu):
         for value in VSM:
             check_gpv_entry(b["values"][value])
             assert abs(a["values"][value]["relevance"] - b["values"][value]["relevance"]) <= 0.15
@@ -385,19 +429,22 @@ def test_a_text_over_the_context_is_one_bad_record_of_its_batch(invoke):
      "cannot reach the server at http://127.0.0.1:9/v1 (after 0 retries): connection failed (Connection error.)"),
     (["-b", "openai"], 1, "backend 'openai' needs a server: pass --base-url or set OPENAI_BASE_URL"),
     (["-b", "dictionary"], 2, "backend 'dictionary' needs a lexicon: --model FILE.json or FILE.dic"),
-    ([*MODEL, "-b", "transformers", "--load-in-4bit"], 1,
+    (["-m", "org/model", "-b", "transformers", "--load-in-4bit"], 1,
      "--load-in-4bit needs a CUDA GPU (bitsandbytes); none is available here"),
-    ([*MODEL, "-b", "transformers", "--load-in-8bit"], 1,
+    (["-m", "org/model", "-b", "transformers", "--load-in-8bit"], 1,
      "--load-in-8bit needs a CUDA GPU (bitsandbytes); none is available here"),
+    ([*MODEL, "-b", "transformers", "--load-in-4bit"], 2,
+     "--load-in-4bit cannot load a GGUF file: transformers quantizes a Hugging Face model directory or hub id; "
+     "give one, or score the GGUF with -b llama-cpp"),
     ([*MODEL, "-b", "transformers", "--load-in-4bit", "--load-in-8bit"], 2,
      "--load-in-4bit and --load-in-8bit exclude each other"),
     ([*MODEL, "-b", "transformers", "--precision", "f32"], 2, "--precision is for the llama-cpp backend, not transformers"),
     (["-b", "dictionary", "--precision", "native"], 2, "--precision is for the llama-cpp backend, not dictionary"),
 ])
 def test_setup_errors(invoke, args, code, message):
-    torch = pytest.importorskip("torch")
-    if "needs a CUDA GPU" in message and torch.cuda.is_available():
-        pytest.skip("a CUDA GPU is here: 4-bit and 8-bit loading may well work")
+    dev_module("torch")
+    if "needs a CUDA GPU" in message:
+        require("no-cuda", None if cuda_missing() else "a CUDA GPU is here: 4-bit and 8-bit loading may well work")
     result = invoke(score.main, args, ONE)
     assert (result.exit_code, result.stdout) == (code, "")
     assert result.stderr == f"gpv-score: error: {message}\n"

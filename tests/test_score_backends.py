@@ -44,6 +44,12 @@ SCHWARTZ = ["Self-Direction", "Power", "Universalism", "Achievement", "Security"
 #   on another build).
 AGREEMENT, MEAN = 0.95, 0.03
 ROUNDING = 0.01
+# The valence distributions on the native kernels move by about as much as p_rel does: measured mean |Δp|
+# 0.0304 with the AVX2 build (2026-12, 100 pairs), a hair over MEAN, and the AVX-512 kernels move p_rel a fifth
+# more. So valence is held to twice MEAN, the margin a clear top label already has to have (2 x MEAN above): a
+# valence read from the wrong pair or in the wrong label order differs by far more (measured: rows shifted by
+# one 0.12, by ten 0.10; the labels reversed 0.28).
+VALENCE_MEAN = 2 * MEAN
 
 
 def check_same_model(precision, rel_a, rel_b, val_a, val_b):
@@ -70,6 +76,7 @@ def check_same_model(precision, rel_a, rel_b, val_a, val_b):
         assert rel_clear.mean() >= 0.5 and val_clear.mean() >= 0.5
         assert rel_same[rel_clear].mean() >= AGREEMENT
         assert val_same[val_clear].mean() >= AGREEMENT
+        assert delta.mean() <= VALENCE_MEAN
 
 
 @pytest.fixture(scope="module", autouse=True)

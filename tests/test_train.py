@@ -7,9 +7,10 @@ import orjson
 import pytest
 
 from gpvtools.commands import score, train
+from gpvtools.method.scoring import LABELS, RELEVANCE, VALENCE
 from gpvtools.runtimes.models import builtin_gguf
 from gpvtools.method.training import data, trainer
-from tests.conftest import SHARED
+from tests.conftest import SHARED, cuda_missing, require
 
 VALUEBENCH = SHARED / "data" / "valuebench" / "value_orientation.csv"
 TOUCHE = SHARED / "data" / "touche23"
@@ -96,8 +97,13 @@ def tiny_args(data, out):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """A few real LoRA steps on SmolLM2 over a ValueBench subset plus a ValuePrism-format file."""
+    """A few real LoRA steps on SmolLM2 over a ValueBench subset plus Touché arguments. The resumed run's
+    result carries `scored`: what each backend's label_probs was asked and answered while the report was made
+    ([(backend, task, pairs, probabilities)]), which the report's figures are recomputed from."""
     from click.testing import CliRunner
+
+    from gpvtools.method.scoring.hf import TransformersScorer
+    from gpvtools.method.scoring.llama import LlamaCppScorer
 
     tmp = tmp_path_factory.mktemp("train")
     lines = VALUEBENCH.read_text(encoding="utf-8").splitlines()
@@ -107,8 +113,18 @@ def tiny_run(tmp_path_factory):
     args = tiny_args(subset, out) + [str(touche_subset(tmp, 40))]
     first = CliRunner().invoke(train.main, args + ["--max-steps", "2"], catch_exceptions=False)
     assert first.exit_code == 0, first.stderr
-    resumed = CliRunner().invoke(train.main, args + ["--max-steps", "4", "--resume"], catch_exceptions=False)
+    scored = []
+    with pytest.MonkeyPatch.context() as mp:
+        for backend, cls in (("transformers", TransformersScorer), ("llama-cpp", LlamaCppScorer)):
+            def kept(self, task, pairs, backend=backend, label_probs=cls.label_probs):  # as it is, and noted
+                probs = label_probs(self, task, pairs)
+                scored.append((backend, task, [tuple(p) for p in pairs], np.array(probs, copy=True)))
+                return probs
+
+            mp.setattr(cls, "label_probs", kept)
+        resumed = CliRunner().invoke(train.main, args + ["--max-steps", "4", "--resume"], catch_exceptions=False)
     assert resumed.exit_code == 0, resumed.stderr
+    resumed.scored = scored
     return out, first, resumed
 
 
@@ -139,6 +155,52 @@ def test_tiny_run_writes_adapter_gguf_split_and_report(tiny_run):
     assert all(data.touche_is_dev(d["id"]) for d in dev)
     assert report["dev"]["transformers"]["values"].keys() == set(data.TOUCHE_FOLD.values())
     assert 0 <= report["dev"]["transformers"]["macro_roc_auc"] <= 1
+
+
+def test_the_report_s_accuracy_and_roc_auc_are_those_of_heldout_and_dev_jsonl(tiny_run):
+    """Each accuracy in the report, recomputed here from the labels in heldout.jsonl and what the backend
+    answered for exactly those examples in that order; each ROC AUC from the labels in dev.jsonl and the
+    p_rel of each text and value, by scikit-learn."""
+    from sklearn.metrics import roc_auc_score
+
+    out, _, resumed = tiny_run
+    report = orjson.loads(resumed.stdout)
+    held = [orjson.loads(x) for x in (out / "heldout.jsonl").read_bytes().splitlines()]
+
+    def answered(backend, task, pairs):
+        found = [probs for b, t, p, probs in resumed.scored if (b, t, p) == (backend, task, pairs)]
+        assert len(found) == 1, f"{backend} {task}: asked {len(found)} times for these pairs"
+        assert len(found[0]) == len(pairs)
+        return found[0]
+
+    for backend in ("transformers", "llama-cpp"):
+        assert report["heldout"][backend].keys() == {RELEVANCE, VALENCE}
+        for task in (RELEVANCE, VALENCE):
+            rows = [h for h in held if h["task"] == task]
+            probs = answered(backend, task, [(h["text"], h["value"]) for h in rows])
+            if task == RELEVANCE:
+                predicted = ["yes" if p[0] > 0.5 else "no" for p in probs]
+            else:
+                predicted = [LABELS[VALENCE][int(np.argmax(p))] for p in probs]
+            correct = sum(h["label"] == p for h, p in zip(rows, predicted, strict=True))
+            got = report["heldout"][backend][task]
+            assert rows and got["n"] == len(rows)
+            assert got["accuracy"] == round(correct / len(rows), 4), (backend, task)
+    dev = [orjson.loads(x) for x in (out / "dev.jsonl").read_bytes().splitlines()]
+    values = list(dev[0]["labels"])
+    p_rel = answered("transformers", RELEVANCE, [(d["text"], v) for d in dev for v in values])[:, 0].reshape(
+        len(dev), len(values))
+    got = report["dev"]["transformers"]
+    assert list(got["values"]) == values
+    aucs = []
+    for k, v in enumerate(values):
+        gold = [d["labels"][v] for d in dev]
+        if len(set(gold)) < 2:  # no ROC curve without both kinds
+            assert got["values"][v]["roc_auc"] is None, v
+            continue
+        aucs.append(roc_auc_score(gold, p_rel[:, k]))
+        assert got["values"][v]["roc_auc"] == pytest.approx(aucs[-1], abs=5e-5), v
+    assert aucs and got["macro_roc_auc"] == pytest.approx(np.mean(aucs), abs=1e-4)
 
 
 @pytest.mark.slow
@@ -235,23 +297,30 @@ def test_gguf_lora_export_matches_peft_on_a_strong_random_adapter(tmp_path, monk
 
 
 def test_qlora_needs_cuda(tmp_path, invoke, prism_csv):
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is present: QLoRA is exercised by test_qlora_on_cuda instead")
-    result = invoke(train.main, [str(prism_csv), "-o", str(tmp_path / "o"), "--holdout", "0", "--load-in-4bit"])
+    require("no-cuda", None if cuda_missing() else "a GPU is present: QLoRA is exercised by test_qlora_on_cuda instead")
+    result = invoke(train.main, [str(prism_csv), "-o", str(tmp_path / "o"), "--holdout", "0", "--load-in-4bit",
+                                 "--base", "org/model"])
     assert result.exit_code == 1
     assert result.stderr.endswith("gpv-train: error: --load-in-4bit needs a CUDA GPU (bitsandbytes); "
                                   "none is available here\n")
 
 
-def test_qlora_on_cuda(tmp_path, invoke, prism_csv):
-    import torch
+def test_qlora_of_a_gguf_base_is_a_usage_error(tmp_path, invoke, prism_csv):
+    # transformers quantizes no model it loads from a GGUF file (transformers 5.25 raises a ValueError on a GPU)
+    result = invoke(train.main, [str(prism_csv), "-o", str(tmp_path / "o"), "--holdout", "0", "--load-in-4bit"])
+    assert result.exit_code == 2
+    assert result.stderr.endswith("gpv-train: error: --load-in-4bit cannot load a GGUF file: transformers quantizes "
+                                  "a Hugging Face model directory or hub id; give one, or score the GGUF with "
+                                  "-b llama-cpp\n")
 
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA GPU here: the QLoRA path of gpv-train was not run")
+
+def test_qlora_on_cuda(tmp_path, invoke, prism_csv):
+    require("cuda", cuda_missing() and f"{cuda_missing()}: the QLoRA path of gpv-train was not run")
+    from tests.test_score import float_model_dir  # the built-in base as a directory: QLoRA cannot load a GGUF
+
+    base = float_model_dir(tmp_path / "base")
     result = invoke(train.main, [str(prism_csv), "-o", str(tmp_path / "o"), "--holdout", "1", "--load-in-4bit",
-                                 "--max-steps", "2", "--batch-size", "2", "--no-gguf"])
+                                 "--base", str(base), "--max-steps", "2", "--batch-size", "2", "--no-gguf"])
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "o" / "adapter" / "adapter_model.safetensors").exists()
 

@@ -204,7 +204,9 @@ def run(o):
 @click.option("--targets", default=",".join(DEFAULT_TARGETS), show_default=True,
               help="Module names LoRA adapts.")
 @click.option("--full", is_flag=True, help="Full fine-tuning instead of LoRA (writes DIR/model).")
-@click.option("--load-in-4bit", is_flag=True, help="QLoRA: the base in 4-bit NF4 via bitsandbytes (CUDA).")
+@click.option("--load-in-4bit", is_flag=True,
+              help="QLoRA: the base in 4-bit NF4 via bitsandbytes (CUDA; a Hugging Face directory or hub id as "
+                   "--base, not a GGUF).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--no-bf16", is_flag=True, help="Train in float32 instead of bf16 autocast.")
 @click.option("--threads", type=click.IntRange(min=1),

@@ -82,9 +82,13 @@ def load_model(spec, device="auto", dtype="auto", load_in_4bit=False, load_in_8b
         warnings.filterwarnings("ignore", category=UserWarning, module="peft")
         # peft imports bitsandbytes, whose CPU backend logs a warning about an optional kernels package
         logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    flag = "--load-in-4bit" if load_in_4bit else "--load-in-8bit"
+    if (load_in_4bit or load_in_8bit) and str(spec).endswith(".gguf"):
+        # transformers: "You cannot combine Quantization and loading a model from a GGUF file"
+        raise UsageError(f"{flag} cannot load a GGUF file: transformers quantizes a Hugging Face model directory "
+                         f"or hub id; give one, or score the GGUF with -b llama-cpp")
     device = resolve_device(device)
     if (load_in_4bit or load_in_8bit) and not device.startswith("cuda"):
-        flag = "--load-in-4bit" if load_in_4bit else "--load-in-8bit"
         raise GpvError(f"{flag} needs a CUDA GPU (bitsandbytes); none is available here")
     spec = str(spec)
     spec = spec[len("hf://"):] if spec.startswith("hf://") else spec
