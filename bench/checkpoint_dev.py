@@ -50,7 +50,7 @@ def main():
     cfg = TrainConfig(lora_r=option(words, "--lora-r", 16, int), lora_alpha=option(words, "--lora-alpha", 32, int),
                       lora_layers=option(words, "--lora-layers", 0, int))
     model, tokenizer, name = load_model(builtin_gguf(), "cpu", "float32")
-    model = prepare(model, cfg)
+    model = prepare(model, cfg, quantized=False)
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     assert set(trainable) == set(state["weights"]), "the checkpoint's adapter does not fit this configuration"
     for n, tensor in state["weights"].items():
