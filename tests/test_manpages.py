@@ -55,3 +55,19 @@ def test_shell_helpers_in_bin_have_a_handwritten_man_page():
         page = ROOT / "man" / f"{name}.1"
         done = subprocess.run(["groff", "-man", "-ww", "-z", str(page)], capture_output=True, text=True)
         assert (done.returncode, done.stderr) == (0, ""), done.stderr
+
+
+def test_every_shim_in_bin_names_its_command_and_exits_2_on_a_usage_error():
+    # bin/gpv-X runs `python3 -m gpvtools.commands.X`: --help must still say gpv-X, not "python -m …"
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    for name in manpages.COMMANDS:
+        done = subprocess.run([str(ROOT / "bin" / f"gpv-{name}"), "--help"], capture_output=True, env=env)
+        assert done.returncode == 0 and done.stdout.startswith(f"Usage: gpv-{name} ".encode()), done.stdout[:80]
+    # an option check made once the options are read is a usage error too (it was exit 1, "UsageError: …")
+    done = subprocess.run([str(ROOT / "bin" / "gpv-chunk"), "--overlap", "500", "-n", "10"], input=b"",
+                          capture_output=True, env=env)
+    assert (done.returncode, done.stderr) == (2, b"gpv-chunk: error: --overlap in tokens must be below --max-tokens\n")

@@ -186,4 +186,4 @@ main.man_sections = {
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="gpv-aggregate")  # bin/gpv-aggregate runs python -m: --help still says gpv-aggregate

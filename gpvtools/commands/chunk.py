@@ -3,6 +3,7 @@
 import click
 
 from ..method.chunking import DEFAULT_MAX_TOKENS, DEFAULT_TOKENIZER, Chunker, make_counter
+from ..streaming.errors import UsageError
 from ..streaming.stage import DOC_ID_FIELD, Stage, derive, note, plural, run_command
 from .common import CONTEXT_SETTINGS, stream_options, text_options
 
@@ -72,7 +73,7 @@ def main(stream, text_field, id_field, max_tokens, overlap, tokenizer):
     def build():
         counter = make_counter(tokenizer)
         if overlap >= 1 and overlap >= max_tokens:
-            raise click.UsageError("--overlap in tokens must be below --max-tokens")
+            raise UsageError("--overlap in tokens must be below --max-tokens")
         return ChunkStage(Chunker(counter, max_tokens, overlap), text_field, id_field, opts.quiet)
 
     run_command("gpv-chunk", build, opts)
@@ -101,4 +102,4 @@ main.man_sections = {
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="gpv-chunk")  # bin/gpv-chunk runs python -m: --help still says gpv-chunk

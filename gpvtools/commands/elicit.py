@@ -360,4 +360,4 @@ main.man_sections = {
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="gpv-elicit")  # bin/gpv-elicit runs python -m: --help still says gpv-elicit

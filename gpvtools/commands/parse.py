@@ -406,4 +406,4 @@ main.man_sections = {
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="gpv-parse")  # bin/gpv-parse runs python -m: --help still says gpv-parse

@@ -124,4 +124,4 @@ main.man_sections = {
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="gpv-report")  # bin/gpv-report runs python -m: --help still says gpv-report

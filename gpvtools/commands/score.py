@@ -331,4 +331,4 @@ main.man_sections = {
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="gpv-score")  # bin/gpv-score runs python -m: --help still says gpv-score

@@ -287,4 +287,4 @@ main.man_sections = {
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="gpv-train")  # bin/gpv-train runs python -m: --help still says gpv-train

@@ -613,4 +613,4 @@ main.man_sections = {
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="gpv-validate")  # bin/gpv-validate runs python -m: --help still says gpv-validate
