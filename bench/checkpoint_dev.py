@@ -21,7 +21,8 @@ TOUCHE = ROOT.parent / "shared" / "data" / "touche23" / "arguments-training.tsv"
 sys.path.insert(0, str(ROOT))
 
 from gpvtools.method.training import data as data_mod  # noqa: E402
-from gpvtools.method.training.trainer import TrainConfig, evaluate_judged, prepare  # noqa: E402
+from gpvtools.method.training.evaluation import evaluate_judged  # noqa: E402
+from gpvtools.method.training.trainer import TrainConfig, prepare  # noqa: E402
 
 
 def option(words, name, default, kind):

@@ -48,13 +48,13 @@ fallback, filling in what no perception covers or not ("-nofill").
 import argparse
 import difflib
 import hashlib
+import io
 import os
 import random
 import re
 import subprocess
 import sys
 import tarfile
-import io
 import time
 from pathlib import Path
 
@@ -68,7 +68,8 @@ BIN = Path(sys.executable).parent
 
 sys.path.insert(0, str(ROOT))
 from gpvtools.method.training import data as data_mod  # noqa: E402
-from gpvtools.method.training.trainer import relevance_report  # noqa: E402
+from gpvtools.method.training.evaluation import relevance_report  # noqa: E402
+
 
 # name -> gpv-parse arguments, in this checkout (a callable: computed when run). -j and --threads are added.
 def gemma():

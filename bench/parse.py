@@ -54,7 +54,6 @@ def main():
         if not args.weights:
             return builtin(args, None)
         import llama_cpp
-
         from token_costs import copy_as
 
         from gpvtools.runtimes.llama import quiet_stderr

@@ -27,7 +27,6 @@ import sys
 from pathlib import Path
 
 import orjson
-
 from e2e import BIN, OLD, ROOT, parse_command, read_jsonl, write_jsonl
 
 POSTS = ROOT.parent / "shared" / "data" / "blogs" / "posts-dev.jsonl"

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from gpvtools.method.validation import probe as P
+from gpvtools.streaming.jsonl import Records
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
@@ -44,7 +45,7 @@ SPLITS, EPOCHS, LR, SEED, BINS, SIZES = 30, 1000, 1e-3, 0, 4, (9, 4, 4)
 
 
 def features():
-    profiles = P.read_profiles(str(DATA / "paper-gpv-llm-values.jsonl"))
+    profiles = P.subject_scores(Records(DATA / "paper-gpv-llm-values.jsonl"))
     subjects = list(profiles)
     values = P.combination_values(("vsm",))
     x = P.normalise(P.feature_matrix(profiles, subjects, values))

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-
 from aggregate import entry_point, measure  # bench/aggregate.py, beside this file
+
 from gpvtools.method.values import system
 
 

@@ -44,10 +44,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from gpvtools.method.scoring import LABELS, RELEVANCE, THRESHOLD, VALENCE, Decision, first_label_tokens, prompt  # noqa: E402
+from gpvtools.method.values import system  # noqa: E402
 from gpvtools.runtimes.llama import dequantized  # noqa: E402
 from gpvtools.runtimes.models import builtin_gguf, builtin_scorer_files  # noqa: E402
-from gpvtools.method.scoring import LABELS, RELEVANCE, THRESHOLD, VALENCE, first_label_tokens, prompt  # noqa: E402
-from gpvtools.method.values import system  # noqa: E402
 from tests.conftest import blog_sentences  # noqa: E402  (the same perceptions the tests score)
 
 DEFAULT_POSTS = ROOT.parent / "shared" / "data" / "blogs" / "posts-dev.jsonl"
@@ -183,12 +183,11 @@ def main():
     for key in [] if args.hf_only else (["2"] if args.scratch else []) + ["4s", "4", "5s", "5"]:
         options = dict(llama[key])
         scorer = LlamaCppScorer(options.pop("model"), n_threads=args.threads, lora_path=lora, **options)
-        results[key] = timed(f"({key}) {NAMES[key]}", lambda s, v: relevance_of(scorer.measure(s, v), v),
+        results[key] = timed(f"({key}) {NAMES[key]}", lambda s, v, scorer=scorer: relevance_of(scorer.measure(s, v), v),
                              sentences, values)
         rss_mib[key] = peak_rss_mib()
         if key != "2":
-            scorer.valence_all = True
-            every[key] = probabilities(scorer.measure(sentences, values), values)
+            every[key] = probabilities(scorer.deciding(Decision(valence_all=True)).measure(sentences, values), values)
         scorer.close()
     hf = TransformersScorer(gguf, device=args.device, batch_size=BATCH, adapter=adapter)
     reference = Reference(hf.model, hf.tokenizer)

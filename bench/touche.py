@@ -25,9 +25,9 @@ from pathlib import Path
 
 import orjson
 
-from gpvtools.runtimes.models import builtin_gguf, builtin_scorer_card
 from gpvtools.method.training import data as data_mod
-from gpvtools.method.training.trainer import relevance_report
+from gpvtools.method.training.evaluation import relevance_report
+from gpvtools.runtimes.models import builtin_gguf, builtin_scorer_card
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"

@@ -15,13 +15,12 @@ import argparse
 import sys
 import time
 
+from touche import TOUCHE
 
-from gpvtools.runtimes.models import builtin_gguf
 from gpvtools.method.scoring import LABELS, first_label_tokens
 from gpvtools.method.training import data as data_mod
 from gpvtools.method.training.trainer import TrainConfig, encode, label_logits, pack, packed_logits, prepare
-
-from touche import TOUCHE
+from gpvtools.runtimes.models import builtin_gguf
 
 
 def main():

@@ -198,7 +198,6 @@ def invoke():
 # Perceptions for the scoring tests: real sentences from the blog posts, picked the same way every run.
 import re  # noqa: E402
 
-
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 

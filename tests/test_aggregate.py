@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpvtools.method.aggregation import Moments
 from gpvtools.commands import aggregate
+from gpvtools.method.aggregation import Moments
 from gpvtools.method.values import system
 from tests.conftest import SHARED
 
@@ -315,7 +315,7 @@ def test_merge_refuses_what_it_cannot_pool(invoke):
     ({"id": "q", "author": "x", "values": {"A": {"score": "high"}, "B": {"score": 1}, "C": {"score": 1}}},
      "line 2: values.A.score must be a number or null, got a string"),
     ({"id": "q", "author": "x", "values": {"A": {"score": True}, "B": {"score": 1}, "C": {"score": 1}}},
-     "line 2: values.A.score must be a number or null, got a boolean"),
+     "line 2: values.A.score must be a number or null, got true"),
     ({"id": "q", "author": "x", "scorer": SCORER, "values": {"A": {"score": 1}, "D": {"score": 1}}},
      "line 2: its values differ from line 1's: missing B, C; extra D (--mixed-values union aggregates the union)"),
     ({"id": "q", "author": "x", "scorer": "other:model", "values": {"A": {"score": 1}, "B": {"score": 1},

@@ -5,7 +5,8 @@ link) is caught, so a report test that passes shows the checks ran.
 
 import pytest
 
-from . import browser as harness, conftest
+from . import browser as harness
+from . import conftest
 from .browser import is_blank_png, open_page
 
 browser = harness.browser  # the session-scoped fixture, here by name for these tests

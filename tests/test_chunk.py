@@ -3,8 +3,8 @@
 import orjson
 import pytest
 
-from gpvtools.method.chunking import Chunker, make_counter
 from gpvtools.commands import chunk
+from gpvtools.method.chunking import Chunker, make_counter
 from gpvtools.streaming.errors import GpvError
 
 from .conftest import dev_module

@@ -13,10 +13,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 
 import orjson
 import pytest
+import tomllib
 
 from .conftest import ROOT, require
 

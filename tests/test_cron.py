@@ -18,7 +18,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from .conftest import ROOT, SHARED, assert_same_profiles, outside_env, read_jsonl as records
+from .conftest import ROOT, SHARED, assert_same_profiles, outside_env
+from .conftest import read_jsonl as records
 from .servers import DelayChatServer
 
 LEXICON = str(SHARED / "data" / "dictionaries" / "schwartz-values-en.json")

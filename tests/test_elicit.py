@@ -17,8 +17,8 @@ import time
 import orjson
 import pytest
 
-from gpvtools.method import elicitation, parsing
 from gpvtools.commands import aggregate, elicit, parse
+from gpvtools.method import elicitation, parsing
 from gpvtools.streaming.errors import BadRecord
 
 from .conftest import SHARED

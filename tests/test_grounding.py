@@ -3,7 +3,8 @@ parse that keeps only what the text says. Pure functions: no model."""
 
 import re
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gpvtools.method import grounding
 

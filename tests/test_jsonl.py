@@ -63,3 +63,39 @@ def test_gzip_is_detected_by_content(tmp_path):
     path = tmp_path / "docs.data"
     path.write_bytes(gzip.compress(b'{"text": "a"}\n'))
     assert list(iter_lines(open_input(str(path)))) == [(1, b'{"text": "a"}')]
+
+
+def test_every_whole_file_reader_keeps_one_policy(tmp_path):
+    """Records is the one reader of a whole JSONL file; gpv-validate's checks and probe, gpv-report and
+    gpv-train's JSONL data all read through it: an error record from upstream is left out and counted, a
+    blank line is a bad line like any other (probe once skipped it, gpv-train too)."""
+    from gpvtools.method.report import read_profiles
+    from gpvtools.method.training.data import read as read_training
+    from gpvtools.method.validation.probe_data import subject_scores
+    from gpvtools.streaming.errors import GpvError
+    from gpvtools.streaming.jsonl import Records
+
+    profile = ('{"id": "a", "subject": "a", "n_perceptions": 2, "values": {"Power": {"score": 0.5, "n": 2, '
+               '"sd": 0.1}}, "scorer": "s", "instrument": null, "group_by": ["subject"]}\n')
+    upstream = '{"id": "x", "_gpv_error": {"command": "gpv-aggregate", "line": 3, "error": "boom"}}\n'
+    good = tmp_path / "good.jsonl"
+    good.write_text(upstream + profile)
+    records = Records(str(good))
+    assert [line for line, _ in records] == [2] and records.upstream_errors == 1
+    assert read_profiles(str(good))[1] == 1
+    records = Records(str(good))
+    assert subject_scores(records) == {"a": {"Power": 0.5}} and records.upstream_errors == 1
+
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text(profile + "\n" + profile.replace('"a"', '"b"'))
+    with pytest.raises(BadRecord, match="^line 2: empty line$"):
+        list(Records(str(blank)))
+    with pytest.raises(BadRecord, match="^line 2: empty line$"):
+        subject_scores(Records(str(blank)))
+    with pytest.raises(GpvError, match=f"^{blank}: line 2: empty line$"):
+        read_profiles(str(blank))
+    item = '{"text": "I help.", "value": "Benevolence", "task": "relevance", "label": "yes"}\n'
+    data = tmp_path / "items.jsonl"
+    data.write_text(item + "\n" + item)
+    with pytest.raises(GpvError, match=f"^{data}: line 2: empty line$"):
+        read_training(str(data), "jsonl")

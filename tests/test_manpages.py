@@ -1,7 +1,8 @@
 """Man pages are generated from the commands; a stale one fails here."""
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from gpvtools.commands import manpages
 from tests.conftest import ROOT
@@ -16,7 +17,7 @@ def console_scripts():
 
 
 def test_committed_man_pages_are_current(tmp_path):
-    manpages.write_all(tmp_path)
+    manpages.write_pages(tmp_path)
     for page in sorted(tmp_path.iterdir()):
         committed = ROOT / "man" / page.name
         assert committed.exists(), f"{page.name} missing: run `make man`"
@@ -71,3 +72,42 @@ def test_every_shim_in_bin_names_its_command_and_exits_2_on_a_usage_error():
     done = subprocess.run([str(ROOT / "bin" / "gpv-chunk"), "--overlap", "500", "-n", "10"], input=b"",
                           capture_output=True, env=env)
     assert (done.returncode, done.stderr) == (2, b"gpv-chunk: error: --overlap in tokens must be below --max-tokens\n")
+
+
+def rendered(page):
+    """PAGE as man(1) shows it (groff reading UTF-8, no bold or underline), with groff's typographic
+    hyphens, minus signs and quotes read back as the ASCII a user types."""
+    import shutil
+    import subprocess
+
+    assert shutil.which("groff"), "groff is not installed (Debian: apt-get install groff-base)"
+    done = subprocess.run(["groff", "-man", "-Kutf8", "-Tutf8", "-P-cbou", str(page)],
+                          capture_output=True, text=True)
+    # a word too long for the line (a URL, a path) is set as it is, with a warning: nothing else may be said
+    problems = [line for line in done.stderr.splitlines() if not line.endswith("cannot adjust line")]
+    assert (done.returncode, problems) == (0, []), done.stderr
+    return done.stdout.translate(str.maketrans("\u2010\u2212\u2018\u2019", "--''"))
+
+
+def section(text, title):
+    """The lines of a rendered page's section TITLE (a line of its own at column 0) up to the next one."""
+    lines = text.splitlines()
+    start = lines.index(title) + 1
+    end = next((i for i in range(start, len(lines)) if lines[i][:1].isalpha()), len(lines))
+    return [line.strip() for line in lines[start:end] if line.strip()]
+
+
+def test_every_page_renders_its_examples_one_a_line():
+    # EXAMPLES written as "\\b\\n…" once showed `\b\ngpv-score …\ngpv-score -m …` as one run-on paragraph.
+    for name in manpages.COMMANDS:
+        cmd = manpages.command(name)
+        text = rendered(ROOT / "man" / f"{cmd.name}.1")
+        assert "\\b" not in text and "\\n" not in text, f"{cmd.name}.1 shows a literal \\b or \\n"
+        examples = dict(getattr(cmd, "man_sections", {})).get("EXAMPLES")
+        if examples is None:
+            continue
+        assert examples.startswith("\b\n"), f"{cmd.name}'s EXAMPLES would be filled into one paragraph"
+        wanted = [line.strip() for line in examples[2:].strip().split("\n") if line.strip()]
+        shown = section(text, "EXAMPLES")
+        assert shown == wanted, f"{cmd.name}.1's EXAMPLES:\n" + "\n".join(shown)
+        assert sum(line.startswith(cmd.name + " ") for line in shown) >= 1

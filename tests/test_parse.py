@@ -18,11 +18,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gpvtools.method import parsing
 from gpvtools.commands import parse
+from gpvtools.method import parsing
+from gpvtools.runtimes.cache import ResponseCache, request_key
 from gpvtools.runtimes.models import builtin_gguf
 from gpvtools.streaming.errors import BadRecord
-from gpvtools.runtimes.cache import ResponseCache, request_key
 
 from .conftest import chunk_posts
 from .servers import DelayChatServer, FaultProxy, GatedChatServer, start_llama_server, stop_server

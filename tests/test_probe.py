@@ -14,6 +14,7 @@ import pytest
 
 from gpvtools.commands.validate import probe as probe_command
 from gpvtools.method.validation import probe as P
+from gpvtools.streaming.jsonl import Records
 
 DATA = Path(__file__).parent / "data"
 PAPER_VALUES = DATA / "paper-gpv-llm-values.jsonl"
@@ -201,7 +202,7 @@ def planted_case():
     relation from 9 training subjects: the probe scored 53.9% and least squares 57.8% on it, inside the
     range of shuffled labels (bench/probe.py, bench/RESULTS.md).
     """
-    profiles = P.read_profiles(str(PAPER_VALUES))
+    profiles = P.subject_scores(Records(PAPER_VALUES))
     subjects = list(profiles)
     values = P.combination_values(("vsm",))
     x = P.normalise(P.feature_matrix(profiles, subjects, values))

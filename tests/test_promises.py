@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 from gpvtools.method import parsing
-from gpvtools.method.scoring import RELEVANCE, VALENCE, TEMPLATES
+from gpvtools.method.scoring import RELEVANCE, TEMPLATES, VALENCE
 
 from .conftest import SHARED, assert_same_record, outside_env, waits_in_read
 from .servers import FaultProxy, ScriptedChatServer, start_llama_server, stop_server

@@ -318,7 +318,7 @@ def test_pipeline_killed_20_times_and_resumed_equals_one_clean_run(posts_path, t
     rng = random.Random(20261128)
     killed_in, at_kill, repairs, torn, totals = {}, {}, {}, {}, {}
     with DelayChatServer(delay=0.02, jitter=0.03) as server:
-        for name, argv in pipeline_steps(posts, server.url, clean / "cache"):
+        for _name, argv in pipeline_steps(posts, server.url, clean / "cache"):
             run_step(argv, clean, env)
         for name, argv in pipeline_steps(posts, server.url, work / "cache"):
             kills = KILLS[name]
@@ -577,7 +577,7 @@ def test_api_key_never_appears_in_output_errors_or_caches(stage, verbose, tmp_pa
     assert server.seen and all(h == f"Bearer {SECRET}" for h in server.seen)  # the key was really sent
     assert done.returncode == 1
     assert SECRET.encode() not in done.stdout + done.stderr, done.stderr.decode()
-    assert "refused the API key; set OPENAI_API_KEY".encode() in done.stderr
+    assert b"refused the API key; set OPENAI_API_KEY" in done.stderr
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
@@ -624,8 +624,8 @@ def tiny_model_dir(tmp_path_factory):
 
 
 def test_models_load_from_safetensors_only(tiny_model_dir):
-    from gpvtools.streaming.errors import GpvError
     from gpvtools.method.scoring.hf import load_model
+    from gpvtools.streaming.errors import GpvError
 
     model, _, _ = load_model(tiny_model_dir["safetensors"], device="cpu")  # the control: this one loads
     assert model.config.num_hidden_layers == 1

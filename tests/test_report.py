@@ -247,7 +247,7 @@ def test_profiles_without_instrument_and_with_several(invoke, tmp_path):
     ("evidence", b'{"id": "p", "author": "a1", "perception": "x", "values": "no"}\n',
      "line 2: field 'values' must be an object, got a string"),
     ("evidence", b'{"id": "p", "author": "a1", "perception": "x", "values": {"Power": {"score": true}}}\n',
-     "line 2: values.Power.score must be a number or null, got a boolean"),
+     "line 2: values.Power.score must be a number or null, got true"),
     ("evidence", b'{"id": "p", "author": "a1", "values": {"Power": {"score": 0.5}}}\n',
      "line 2: field 'perception' is missing (--text-field)"),
     ("evidence", b'{"id": "p", "author": ["a1"], "perception": "x", "values": {"Power": {"score": 0.5}}}\n',

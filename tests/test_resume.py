@@ -9,8 +9,8 @@ import time
 import orjson
 import pytest
 
-from gpvtools.streaming import resume
 from gpvtools.commands import chunk
+from gpvtools.streaming import resume
 from gpvtools.streaming.errors import GpvError
 
 

@@ -12,8 +12,8 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from gpvtools.method import values
 from gpvtools.commands import score
+from gpvtools.method import values
 from gpvtools.runtimes.models import builtin_gguf
 
 from .conftest import SHARED, cuda_missing, dev_module, require
@@ -395,8 +395,8 @@ def test_a_record_without_the_text_field(invoke):
 
 @pytest.mark.slow
 def test_a_text_over_the_context_is_one_bad_record_of_its_batch(invoke):
-    from gpvtools.runtimes.llama import load_llama
     from gpvtools.method.scoring import RELEVANCE, prompt
+    from gpvtools.runtimes.llama import load_llama
 
     long_text = "Values guide what people choose and why. " * 20
     vocab = load_llama(GGUF, vocab_only=True)

@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from gpvtools.commands import score
-from gpvtools.runtimes.models import builtin_gguf
 from gpvtools.method.scoring import RELEVANCE, VALENCE, prompt
+from gpvtools.runtimes.models import builtin_gguf
 
 from .servers import start_llama_server, stop_server
 
@@ -199,8 +199,8 @@ def test_the_builtin_scorer_agrees_across_backends(pairs, builtin_rel):
     The issue's targets: >= 95% of 1,000 relevance decisions the same, mean |Δp_rel| <= 0.03. Measured with the
     4-epoch adapter: 1.000, 0.0005, max 0.003. (With the Q4_1 kernels, --precision native: 0.988, 0.020 — 8-bit
     activations flip the few decisions whose p_rel lies near the threshold.)"""
-    from gpvtools.runtimes.models import builtin_scorer_files
     from gpvtools.method.scoring.hf import TransformersScorer
+    from gpvtools.runtimes.models import builtin_scorer_files
 
     files = builtin_scorer_files()
     hf = TransformersScorer(files["gguf"], device="cpu", adapter=files["adapter"])
@@ -299,7 +299,6 @@ def server(tmp_path_factory):
 
 def openai_scorer(url, **kwargs):
     from gpvtools.method.scoring.remote import OpenAIScorer
-
     from gpvtools.runtimes.server import ServerSettings
 
     return OpenAIScorer(ServerSettings(url, retries=0), **kwargs)

@@ -73,7 +73,8 @@ def test_backend_choices_are_the_registries():
     ("org/model", None, False, "transformers"),
 ])
 def test_which_scorer_a_model_means(model, base_url, explicit, expected):
-    settings = ScorerSettings(model=model, openai=OpenAISettings(server=ServerSettings(base_url, explicit=explicit)))
+    settings = ScorerSettings(model=model,
+                              backends={"openai": OpenAISettings(server=ServerSettings(base_url, explicit=explicit))})
     assert pick_backend(settings) == expected
 
 

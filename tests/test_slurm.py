@@ -25,7 +25,8 @@ import pytest
 
 from gpvtools.runtimes.slurm import MERGE_SCRIPT, TASK_SCRIPT
 
-from .conftest import ROOT, SHARED, assert_same_profiles, outside_env, read_jsonl as records, require
+from .conftest import ROOT, SHARED, assert_same_profiles, outside_env, require
+from .conftest import read_jsonl as records
 from .slurmcluster import Cluster, missing
 
 LEXICON = str(SHARED / "data" / "dictionaries" / "schwartz-values-en.json")

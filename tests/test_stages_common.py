@@ -155,7 +155,7 @@ def test_signals_held_until_a_write_ends():
     import os
     import signal
 
-    from gpvtools.streaming.stage import Interrupted, _pending, _raise_interrupted, signals_held
+    from gpvtools.streaming.signals import Interrupted, _pending, _raise_interrupted, signals_held
 
     old = signal.signal(signal.SIGTERM, _raise_interrupted)
     finished = []
@@ -190,7 +190,8 @@ def test_an_ignored_sigint_stays_ignored(capsys):
     import os
     import signal
 
-    from gpvtools.streaming.stage import _pending, guarded
+    from gpvtools.streaming.signals import _pending
+    from gpvtools.streaming.stage import guarded
 
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -219,7 +220,8 @@ def test_a_signal_swallowed_by_a_native_callback_still_interrupts(signame, capsy
     import os
     import signal
 
-    from gpvtools.streaming.stage import _pending, guarded
+    from gpvtools.streaming.signals import _pending
+    from gpvtools.streaming.stage import guarded
 
     signum = getattr(signal, signame)
     callback = ctypes.CFUNCTYPE(None)(lambda: (os.kill(os.getpid(), signum), sum(range(10_000))))
@@ -247,7 +249,8 @@ def test_the_stage_is_closed_once_its_run_ends(how, tmp_path, capsys):
     import os
     import signal
 
-    from gpvtools.streaming.stage import Stage, StreamOptions, _pending, run_command
+    from gpvtools.streaming.signals import _pending
+    from gpvtools.streaming.stage import Stage, StreamOptions, run_command
 
     events = []
 
@@ -286,7 +289,8 @@ def test_a_signal_in_llama_cpps_log_callback_is_kept_for_the_next_record(capsys,
     import signal
     import sys
 
-    from gpvtools.streaming.stage import _pending, guarded
+    from gpvtools.streaming.signals import _pending
+    from gpvtools.streaming.stage import guarded
 
     scope = {"os": os, "signal": signal}
     source = "def callback():\n    os.kill(os.getpid(), signal.SIGINT)\n    sum(range(10_000))\n"

@@ -11,7 +11,7 @@ import pytest
 from gpvtools.commands import score
 from gpvtools.method.scoring import THRESHOLD
 from gpvtools.method.scoring.backends import ScorerSettings, resolve_thresholds
-from gpvtools.method.training.trainer import best_threshold, fit_thresholds, relevance_report
+from gpvtools.method.training.evaluation import best_threshold, fit_thresholds, relevance_report
 from gpvtools.runtimes.models import builtin_gguf, builtin_scorer_card
 from gpvtools.streaming.errors import UsageError
 

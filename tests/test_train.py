@@ -8,8 +8,8 @@ import pytest
 
 from gpvtools.commands import score, train
 from gpvtools.method.scoring import LABELS, RELEVANCE, VALENCE
+from gpvtools.method.training import data, evaluation, trainer
 from gpvtools.runtimes.models import builtin_gguf
-from gpvtools.method.training import data, trainer
 from tests.conftest import SHARED, cuda_missing, require
 
 VALUEBENCH = SHARED / "data" / "valuebench" / "value_orientation.csv"
@@ -402,13 +402,13 @@ def test_roc_auc_and_f1_by_hand_and_against_scikit_learn():
     # Positives 0.9, 0.4, 0.4 against negatives 0.4, 0.1: 0.9 wins both pairs (2); each positive 0.4 ties
     # the 0.4 (a half) and beats the 0.1 (1.5 each): 5 of the 6 pairs.
     labels, scores = [1, 1, 1, 0, 0], [0.9, 0.4, 0.4, 0.4, 0.1]
-    assert trainer.roc_auc(labels, scores) == pytest.approx(5 / 6)
+    assert evaluation.roc_auc(labels, scores) == pytest.approx(5 / 6)
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 2, 300)
     scores = np.round(rng.random(300) + 0.3 * labels, 2)  # ties too
-    assert trainer.roc_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))
-    assert trainer.f1(labels, scores > 0.5) == pytest.approx(f1_score(labels, scores > 0.5))
-    assert trainer.roc_auc([1, 1], [0.2, 0.3]) is None
+    assert evaluation.roc_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))
+    assert evaluation.f1(labels, scores > 0.5) == pytest.approx(f1_score(labels, scores > 0.5))
+    assert evaluation.roc_auc([1, 1], [0.2, 0.3]) is None
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """gpv-validate: each check against numbers worked out by hand, the report's shape, errors."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -8,11 +9,14 @@ import pytest
 
 from gpvtools.commands import validate
 from gpvtools.method.validation import accuracy as acc
+from gpvtools.method.validation import checks
 from gpvtools.method.validation import concurrent as cc
 from gpvtools.method.validation import construct as cv
 from gpvtools.method.validation import predictive as pv
 from gpvtools.method.validation import stability as st
 from gpvtools.method.values import system
+from gpvtools.streaming.errors import BadRecord, GpvError
+from gpvtools.streaming.jsonl import Records
 
 
 def jsonl(records):
@@ -385,3 +389,69 @@ def test_help_of_every_check(invoke):
         result = invoke(validate.main, [check, "-h"])
         assert result.exit_code == 0 and result.stdout.startswith(f"Usage: gpv-validate {check} [OPTIONS]")
     assert "probe" in invoke(validate.main, ["--help"]).stdout
+
+
+# --- the checks as library calls ---------------------------------------------------------------------
+
+def pairs(records):
+    return list(enumerate(records, 1))
+
+
+PREDICTIVE = [profile("a1", {"A": 1.0, "B": 0.5}, gender="f"), profile("a2", {"A": 2.0, "B": -0.5}, gender="f"),
+              profile("b1", {"A": 4.0, "B": 0.2}, gender="m"), profile("b2", {"A": 6.0, "B": 0.1}, gender="m"),
+              profile("c1", {"A": 9.0, "B": 0.0}, gender=None)]
+CONCURRENT_A = [profile("x", {"U": 1.0}), profile("y", {"U": 2.0}), profile("z", {"U": 3.0}), profile("o", {"U": 9.0})]
+CONCURRENT_B = [profile("z", {"W": 2.0}), profile("x", {"W": 1.0}), profile("y", {"W": 3.0})]
+
+
+@pytest.mark.parametrize("call, argv, data", [
+    (lambda: checks.stability(pairs(STABILITY), by="author", values="A,B", min_evidence=2),
+     ["stability", "--by", "author", "--values", "A,B", "--min-evidence", "2"], STABILITY),
+    (lambda: checks.construct(pairs(circumplex_profiles(cv.SCHWARTZ_CIRCLE)), seed=1, permutations=99),
+     ["construct", "--seed", "1", "--permutations", "99"], circumplex_profiles(cv.SCHWARTZ_CIRCLE)),
+    (lambda: checks.predictive(pairs(PREDICTIVE), "gender", groups="m,f", test="mannwhitney", values=["B", "A"]),
+     ["predictive", "--field", "gender", "--groups", "m,f", "--test", "mannwhitney", "--values", "B,A"], PREDICTIVE),
+    (lambda: checks.accuracy(pairs(ITEMS)), ["accuracy"], ITEMS),
+], ids=["stability", "construct", "predictive", "accuracy"])
+def test_a_check_called_from_python_gives_the_commands_report(invoke, call, argv, data):
+    assert checks.as_json(call().report) == report_of(invoke(validate.main, argv, jsonl(data)))
+
+
+def test_concurrent_from_python_gives_the_commands_report(invoke, tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_bytes(jsonl(CONCURRENT_A))
+    b.write_bytes(jsonl(CONCURRENT_B))
+    notes = []
+    result = checks.concurrent(Records(str(a)), Records(str(b)), spearman=True, warn=notes.append)
+    assert checks.as_json(result.report) == report_of(invoke(validate.main, ["concurrent", "--spearman", str(a),
+                                                                              str(b)]))
+    assert notes == [f"3 individuals in both; 1 only in {a}, 0 only in {b}"]
+    # records given as pairs rather than read from a file: the report names no file
+    report = checks.concurrent(pairs(CONCURRENT_A), pairs(CONCURRENT_B)).report
+    assert (report["a"], report["b"], report["pearson"]["r"]["U"]["W"]) == (None, None, pytest.approx(0.5))
+
+
+def test_probe_from_python_gives_the_commands_report(invoke):
+    data = Path(__file__).parent / "data"
+    profiles, labels = str(data / "paper-gpv-llm-values.jsonl"), str(data / "synthetic-safety.jsonl")
+    options = {"systems": ["vsm", "schwartz,vsm"], "splits": 2, "epochs": 20, "seed": 3}
+    report = checks.probe(profiles, labels, **options).report
+    argv = ["probe", profiles, "--labels", labels, "--systems", "vsm", "--systems",
+            "schwartz,vsm", "--splits", "2", "--epochs", "20", "--seed", "3"]
+    assert checks.as_json(report) == report_of(invoke(validate.main, argv))
+    assert [r["systems"] for r in report["results"]] == [["vsm"], ["vsm", "schwartz"]]
+
+
+def test_a_check_called_from_python_says_what_it_left_out_through_warn(tmp_path):
+    upstream = b'{"id": "u", "_gpv_error": {"command": "gpv-score", "line": 1, "error": "boom"}}\n'
+    (tmp_path / "scored.jsonl").write_bytes(upstream + jsonl(STABILITY))
+    notes = []
+    result = checks.stability(Records(str(tmp_path / "scored.jsonl")), by="author", warn=notes.append)
+    assert result.report["sum"]["ss"] == 2 and notes == ["left out 1 error record from upstream"]
+    # the report keys a value once; the names keep the order asked, a value asked twice twice
+    result = checks.stability(pairs(STABILITY), by="author", values=["B", "A", "B"])
+    assert result.names == ["B", "A", "B"] and list(result.report["values"]) == ["B", "A"]
+    with pytest.raises(GpvError, match="^the input holds no record to check$"):
+        checks.construct([])
+    with pytest.raises(BadRecord, match=r"^line 2: field 'value' must be a string \(--value-field\)$"):
+        checks.accuracy(pairs([ITEMS[0], {**ITEMS[1], "value": None}]))

@@ -9,8 +9,10 @@ import orjson
 from ..method.aggregation import Aggregator
 from ..streaming.errors import UsageError
 from ..streaming.jsonl import dumps
-from ..streaming.stage import WholeStage, plural, run_command
-from .common import CONTEXT_SETTINGS, stream_options
+from ..streaming.lists import comma_list
+from ..streaming.messages import plural
+from ..streaming.stage import WholeStage, run_command
+from .common import CONTEXT_SETTINGS, from_command_line, stream_options
 
 COMMAND = "gpv-aggregate"
 
@@ -79,10 +81,6 @@ def table_bytes(records, by, keep, delimiter):
     return buf.getvalue().encode("utf-8")
 
 
-def _fields(text):
-    return [f.strip() for f in text.split(",") if f.strip()] if text else []
-
-
 @click.command(name=COMMAND, context_settings=CONTEXT_SETTINGS)
 @click.option("--by", default="doc_id", show_default=True, metavar="FIELD[,FIELD…]",
               help="Group by these fields; one output record per distinct combination. doc_id falls back to a "
@@ -146,14 +144,15 @@ def main(stream, by, keep, missing_group, min_evidence, higher_order, merge, mix
     n_perceptions add up, the mean and sd are those of all the perceptions together.
     """
     if merge:
-        given = click.get_current_context().get_parameter_source("by") == click.core.ParameterSource.COMMANDLINE
-        by_fields = _fields(by) if given else None
+        given = from_command_line("by")
+        by_fields = comma_list(by) if given else None
     else:
-        by_fields = _fields(by)
+        by_fields = comma_list(by)
 
     def build():
-        aggregator = Aggregator(by_fields, _fields(keep), missing_group, min_evidence, higher_order, merge,
-                                mixed_values, mixed_instruments)
+        aggregator = Aggregator(by_fields, keep=comma_list(keep), missing_group=missing_group,
+                                min_evidence=min_evidence, higher_order=higher_order, merge=merge,
+                                mixed_values=mixed_values, mixed_instruments=mixed_instruments)
         return AggregateStage(aggregator, fmt, stream.on_error)
 
     run_command(COMMAND, build, stream)

@@ -4,7 +4,8 @@ import click
 
 from ..method.chunking import DEFAULT_MAX_TOKENS, DEFAULT_TOKENIZER, Chunker, make_counter
 from ..streaming.errors import UsageError
-from ..streaming.stage import DOC_ID_FIELD, Stage, derive, note, plural, run_command
+from ..streaming.messages import note, plural
+from ..streaming.stage import DOC_ID_FIELD, Stage, derive, run_command
 from .common import CONTEXT_SETTINGS, stream_options, text_options
 
 

@@ -11,10 +11,17 @@ from dataclasses import dataclass, fields
 import click
 
 from ..runtimes.chat import ChatSettings, LlamaChatSettings
-from ..runtimes.server import (DEFAULT_BACKOFF, DEFAULT_MAX_RETRY_WAIT, DEFAULT_RETRIES, DEFAULT_TIMEOUT,
-                               MAX_BACKOFF, ServerSettings)
+from ..runtimes.server import (
+    DEFAULT_BACKOFF,
+    DEFAULT_MAX_RETRY_WAIT,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    MAX_BACKOFF,
+    ServerSettings,
+)
 from ..streaming.jsonl import DEFAULT_MAX_LINE_BYTES
-from ..streaming.stage import StreamOptions, note
+from ..streaming.messages import note
+from ..streaming.stage import StreamOptions
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 # An option whose help starts "llama-cpp: …" belongs to that backend; --help lists it under its heading.
@@ -22,12 +29,7 @@ BACKEND_PREFIX = re.compile(r"^(llama-cpp|transformers|openai): ")
 
 
 class Command(click.Command):
-    """A click command whose --help lists the backends' own options apart, each under its backend's name,
-    and which keeps its arguments as given (ctx.meta["gpv.argv"]: the command line gpv-report shows)."""
-
-    def parse_args(self, ctx, args):
-        ctx.meta["gpv.argv"] = list(args)
-        return super().parse_args(ctx, args)
+    """A click command whose --help lists the backends' own options apart, each under its backend's name."""
 
     def format_options(self, ctx, formatter):
         groups = {"": []}
@@ -45,6 +47,20 @@ class Command(click.Command):
             if records:
                 with formatter.section(f"{backend} options" if backend else "Options"):
                     formatter.write_dl(records)
+
+
+def verbosity(silenced="notes", quiet=True):
+    """-q (unless QUIET is False: a command with nothing to silence) and -v, the one definition every command
+    uses: -q silences SILENCED on stderr, never an error; -v (or GPV_DEBUG=1) adds tracebacks to errors."""
+
+    def decorate(f):
+        f = click.option("-v", "--verbose", is_flag=True, envvar="GPV_DEBUG",
+                         help="Tracebacks for errors (also GPV_DEBUG=1).")(f)
+        if quiet:
+            f = click.option("-q", "--quiet", is_flag=True, help=f"No {silenced} on stderr (errors still).")(f)
+        return f
+
+    return decorate
 
 
 def stream_options(f):
@@ -67,9 +83,7 @@ def stream_options(f):
                        "Default: from SLURM_ARRAY_TASK_ID/_MIN/_COUNT when in a SLURM array job.")
     @click.option("--max-line-bytes", type=click.IntRange(min=1), default=DEFAULT_MAX_LINE_BYTES, show_default=True,
                   envvar="GPV_MAX_LINE_BYTES", help="Longer input lines are bad lines.")
-    @click.option("-q", "--quiet", is_flag=True, help="No progress, notes or summary on stderr (errors still).")
-    @click.option("-v", "--verbose", is_flag=True, envvar="GPV_DEBUG",
-                  help="Tracebacks for errors (also GPV_DEBUG=1).")
+    @verbosity("progress, notes or summary")
     def wrapper(*args, input, output, resume, on_error, rejects, shard, max_line_bytes, quiet, verbose, **kwargs):
         opts = StreamOptions(input, output, resume, on_error, shard, max_line_bytes, quiet, verbose, rejects)
         return f(*args, stream=opts, **kwargs)
@@ -184,6 +198,29 @@ def option_group(options, build):
     return decorate
 
 
+def local_model_options(min_ctx, ctx_note=""):
+    """--n-ctx (at least MIN_CTX; CTX_NOTE said after it), --threads, --n-gpu-layers: a GGUF run in-process by
+    llama.cpp, the one definition gpv-score, gpv-parse and gpv-elicit share."""
+    return [
+        click.option("--n-ctx", type=click.IntRange(min=min_ctx), default=4096, show_default=True,
+                     help=f"llama-cpp: context length{ctx_note}."),
+        click.option("--threads", type=click.IntRange(min=1), help="llama-cpp: CPU threads  [default: half the cores]"),
+        click.option("--n-gpu-layers", type=int, default=0, show_default=True,
+                     help="llama-cpp: layers offloaded to a GPU when the build has one (-1: all)."),
+    ]
+
+
+def with_options(options):
+    """Decorate a command with OPTIONS, listed in --help in their order."""
+
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
 def transport_options(f):
     """--base-url and the rest of transport_params(), received as one `transport` (TransportOptions)."""
     return option_group(transport_params(), lambda kwargs: {"transport": take_transport(kwargs)})(f)
@@ -213,13 +250,13 @@ class ChatOptions:
             cache_dir=self.cache, use_cache=not self.no_cache)
 
 
-def chat_options(inputs, repeat_penalty=1.2, repeat_help="penalty on repeated tokens (small models loop "
-                                                                "without it).", base_url=True):
-    """The options of a stage that asks a chat model: the server's (transport_params(BASE_URL)), cache,
-    concurrency, local model settings. INPUTS names what -j keeps in flight. The command receives them as one
-    `chat` (ChatOptions)."""
+def chat_options(inputs, *, cache_envvar, repeat_penalty=1.2,
+                 repeat_help="penalty on repeated tokens (small models loop without it).", base_url=True):
+    """The options of a stage that asks a chat model: the server's (transport_params(BASE_URL)), cache (its
+    default from CACHE_ENVVAR), concurrency, local model settings. INPUTS names what -j keeps in flight. The
+    command receives them as one `chat` (ChatOptions)."""
     options = [
-        click.option("--cache", metavar="DIR", envvar="GPV_PARSE_CACHE",
+        click.option("--cache", metavar="DIR", envvar=cache_envvar,
                      help="Response cache directory  [default: $GPV_CACHE_DIR, $XDG_CACHE_HOME/gpvtools or "
                           "~/.cache/gpvtools, then /chat]"),
         click.option("--no-cache", is_flag=True, help="Neither read nor write the response cache."),
@@ -227,11 +264,7 @@ def chat_options(inputs, repeat_penalty=1.2, repeat_help="penalty on repeated to
         click.option("-j", "--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
                      help=f"openai: {inputs} in flight at once; llama-cpp: {inputs} decoded together as the "
                           f"sequences of one context, each with --n-ctx cells (output stays in input order)."),
-        click.option("--n-ctx", type=click.IntRange(min=256), default=4096, show_default=True,
-                     help="llama-cpp: context length."),
-        click.option("--threads", type=click.IntRange(min=1), help="llama-cpp: CPU threads  [default: half the cores]"),
-        click.option("--n-gpu-layers", type=int, default=0, show_default=True,
-                     help="llama-cpp: layers offloaded to a GPU when the build has one (-1: all)."),
+        *local_model_options(256),
         click.option("--repeat-penalty", type=click.FloatRange(min=1.0), default=repeat_penalty, show_default=True,
                      help=f"llama-cpp: {repeat_help}"),
     ]

@@ -7,7 +7,7 @@ import click
 from ..streaming.errors import UsageError
 from ..streaming.incremental import COMMAND, CronSettings, run
 from ..streaming.stage import guarded
-from .common import CONTEXT_SETTINGS
+from .common import CONTEXT_SETTINGS, verbosity
 
 STAGES = ("chunk", "parse", "score", "aggregate", "profiles")
 
@@ -45,7 +45,7 @@ def stage_option(name, what):
 @click.option("--readmit", multiple=True, metavar="ID",
               help="Take the records of ID (a document's, or a chunk's or perception's id) out of "
                    "DIR/rejected.jsonl, so that this run tries them again; fix the input first. Repeatable.")
-@click.option("-v", "--verbose", is_flag=True, envvar="GPV_DEBUG", help="Tracebacks for errors (also GPV_DEBUG=1).")
+@verbosity(quiet=False)
 def main(inputs, directory, by, chunk, parse, score, aggregate, profiles, output, wait, readmit, verbose):
     """Bring the value profiles of a growing corpus up to date.
 

@@ -2,6 +2,7 @@
 
 import collections
 import io
+from dataclasses import replace
 
 import click
 
@@ -10,8 +11,9 @@ from ..runtimes.chat import CHAT_MODELS, build_chat_model, with_jobs
 from ..runtimes.models import BUILTIN
 from ..streaming.errors import BadRecord, GpvError, UsageError
 from ..streaming.jsonl import dumps, require_text
+from ..streaming.messages import note, plural
 from ..streaming.pool import PooledStage
-from ..streaming.stage import DOC_ID_FIELD, derive, note, plural, run_command
+from ..streaming.stage import DOC_ID_FIELD, derive, run_command
 from .common import CONTEXT_SETTINGS, Command, chat_options, logger, stream_options
 
 COMMAND = "gpv-elicit"
@@ -134,7 +136,7 @@ def main():
 @click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True)
 @click.option("--max-tokens", type=click.IntRange(min=16), default=1024, show_default=True,
               help="Longest reply, in tokens.")
-@chat_options("inputs")
+@chat_options("inputs", cache_envvar="GPV_ELICIT_CACHE")
 @stream_options
 def questions(stream, chat, values_spec, value_field, id_field, n, model, backend, temperature, max_tokens):
     """Write value-eliciting questions for each value with an LLM (Prompt 3).
@@ -259,16 +261,14 @@ def build_subject(name, target, model_name, chat, warn, log=None):
         settings = chat.settings(model_name or BUILTIN, "openai", log, base_url=target, explicit=True)
     else:
         settings = chat.settings(target, "llama-cpp")
-    settings = with_jobs(settings, chat.concurrency)
+    # The subject's name is part of every cache key (ChatSettings.cache_scope).
+    settings = replace(with_jobs(settings, chat.concurrency), cache_scope={"subject": name})
     try:
         model = build_chat_model(settings, warn)
     except UsageError as e:
         raise UsageError(f"subject '{name}': {e}") from None
     except GpvError as e:
         raise GpvError(f"subject '{name}': {e}") from None
-    # The subject's name is part of every cache key: two servers may serve different models under one
-    # name ("default", a path), and one must never be answered from the other's cache.
-    model.key_params = {**model.key_params, "subject": name}
     return Subject(name, model)
 
 
@@ -288,8 +288,8 @@ def build_subject(name, target, model_name, chat, warn, log=None):
               help="0 is greedy decoding, as in the paper.")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=512, show_default=True,
               help="Longest answer, in tokens.")
-@chat_options("inputs", repeat_penalty=1.0, repeat_help="penalty on repeated tokens (1: plain greedy decoding).",
-              base_url=False)
+@chat_options("inputs", cache_envvar="GPV_ELICIT_CACHE", repeat_penalty=1.0,
+              repeat_help="penalty on repeated tokens (1: plain greedy decoding).", base_url=False)
 @stream_options
 def ask(stream, chat, subject_specs, question_field, id_field, subject_field, system, temperature, max_tokens):
     """Ask each model under test every question; one record per answer, ready for gpv-parse.

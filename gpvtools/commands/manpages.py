@@ -130,7 +130,7 @@ def render(cmd):
     return "\n".join(lines) + "\n"
 
 
-def write_all(directory):
+def write_pages(directory):
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for name in COMMANDS:
@@ -141,4 +141,4 @@ def write_all(directory):
 if __name__ == "__main__":
     if len(sys.argv) > 2 or (len(sys.argv) == 2 and sys.argv[1].startswith("-")):
         sys.exit("usage: python -m gpvtools.commands.manpages [DIRECTORY]  (default: man)")
-    write_all(sys.argv[1] if len(sys.argv) > 1 else "man")
+    write_pages(sys.argv[1] if len(sys.argv) > 1 else "man")

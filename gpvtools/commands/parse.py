@@ -10,8 +10,9 @@ from ..method import grounding, parsing
 from ..runtimes.chat import CHAT_MODELS, build_chat_model, pick_chat_backend, with_jobs
 from ..runtimes.models import BUILTIN
 from ..streaming.errors import BadRecord, UsageError
+from ..streaming.messages import note, plural
 from ..streaming.pool import PooledStage
-from ..streaming.stage import DOC_ID_FIELD, derive, note, plural, run_command
+from ..streaming.stage import DOC_ID_FIELD, derive, run_command
 from .common import CONTEXT_SETTINGS, Command, chat_options, logger, stream_options, text_options
 
 SEGMENTERS = ("sentences", "clauses")  # backends without a model: the text cut into perceptions as it stands
@@ -250,7 +251,7 @@ class ParseStage(PooledStage):
                    "[default: fill, but for --subject, --subject-field and --prompt ai]")
 @click.option("--attempts", type=click.IntRange(1, len(RETRY_TEMPERATURES) + 1), default=3, show_default=True,
               help="Replies asked for per chunk before its sentences stand in for it (see GROUNDING).")
-@chat_options("chunks")
+@chat_options("chunks", cache_envvar="GPV_PARSE_CACHE")
 @stream_options
 def main(stream, chat, text_field, id_field, model, backend, subject, subject_field, prompt_file, preset,
          question_field, max_perceptions, temperature, max_tokens, min_grounding, fill, attempts):

@@ -8,7 +8,7 @@ from ..method import report as rep
 from ..streaming.atomic import write_all, write_atomic
 from ..streaming.jsonl import DEFAULT_MAX_LINE_BYTES
 from ..streaming.stage import guarded, note, plural
-from .common import CONTEXT_SETTINGS
+from .common import CONTEXT_SETTINGS, verbosity
 
 COMMAND = rep.COMMAND
 
@@ -61,8 +61,7 @@ def _notes(evidence, upstream, png_paths, quiet):
               help="Write PNG charts into DIR (created; needs matplotlib). Without -o no HTML is written.")
 @click.option("--max-line-bytes", type=click.IntRange(min=1), default=DEFAULT_MAX_LINE_BYTES, show_default=True,
               envvar="GPV_MAX_LINE_BYTES", help="Longer input lines are bad lines.")
-@click.option("-q", "--quiet", is_flag=True, help="No notes on stderr (errors still).")
-@click.option("-v", "--verbose", is_flag=True, envvar="GPV_DEBUG", help="Tracebacks for errors (also GPV_DEBUG=1).")
+@verbosity()
 def main(input, evidence, text_field, top_k, title, output, png_dir, max_line_bytes, quiet, verbose):
     """Render value profiles as one self-contained HTML report, or as PNG charts.
 

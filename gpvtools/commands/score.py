@@ -5,12 +5,30 @@ import sys
 import click
 
 from ..method import values as values_mod
-from ..method.scoring.backends import (SCORERS, LlamaCppSettings, OpenAISettings, ScorerSettings,
-                                       TransformersSettings, build_scorer, instrument, tag)
+from ..method.scoring.backends import (
+    SCORERS,
+    LlamaCppSettings,
+    OpenAISettings,
+    ScorerSettings,
+    TransformersSettings,
+    build_scorer,
+    instrument,
+    tag,
+)
 from ..runtimes.models import BUILTIN
 from ..streaming.errors import BadRecord, UsageError
-from ..streaming.stage import Stage, derive, note, run_command
-from .common import CONTEXT_SETTINGS, Command, logger, stream_options, text_options, transport_options
+from ..streaming.messages import note
+from ..streaming.stage import Stage, derive, run_command
+from .common import (
+    CONTEXT_SETTINGS,
+    Command,
+    local_model_options,
+    logger,
+    stream_options,
+    text_options,
+    transport_options,
+    with_options,
+)
 
 RESULT_FIELD = "values"
 
@@ -129,11 +147,7 @@ def _list_values(ctx, param, value):
               show_default=True, help="transformers: weights' type (auto: bfloat16 on CUDA, float32 on CPU).")
 @click.option("--load-in-4bit", is_flag=True, help="transformers: 4-bit NF4 weights via bitsandbytes (CUDA).")
 @click.option("--load-in-8bit", is_flag=True, help="transformers: 8-bit weights via bitsandbytes (CUDA).")
-@click.option("--n-ctx", type=click.IntRange(min=64), default=4096, show_default=True,
-              help="llama-cpp: context length; a longer prompt is a bad record.")
-@click.option("--threads", type=click.IntRange(min=1), help="llama-cpp: CPU threads  [default: half the cores]")
-@click.option("--n-gpu-layers", type=int, default=0, show_default=True,
-              help="llama-cpp: layers offloaded to a GPU when the build has one (-1: all).")
+@with_options(local_model_options(64, "; a longer prompt is a bad record"))
 @click.option("--precision", type=click.Choice(["auto", "native", "f32"]), default="auto", show_default=True,
               help="llama-cpp: native computes with the GGUF's quantized kernels (which quantize activations "
                    "to 8 bits); f32 computes on a float32 copy of the same weights, made once in the cache "
@@ -180,13 +194,14 @@ def main(stream, transport, text_field, id_field, values_spec, values_field, des
     """
     server = transport.server(log=logger("gpv-score", stream.quiet))
     settings = ScorerSettings(
-        model=model, backend=backend, adapter=adapter, thresholds=thresholds, batch_size=batch_size,
-        llama_cpp=LlamaCppSettings(n_ctx=n_ctx, threads=threads, n_gpu_layers=n_gpu_layers, precision=precision,
-                                   prefix_cache=not no_prefix_cache, batched=not no_batch),
-        transformers=TransformersSettings(device=device, dtype=dtype, load_in_4bit=load_in_4bit,
-                                          load_in_8bit=load_in_8bit,
-                                          progress=sys.stderr.isatty() and not stream.quiet),
-        openai=OpenAISettings(server=server, top_logprobs=top_logprobs, concurrency=concurrency))
+        model=model, backend=backend, adapter=adapter, thresholds=thresholds, valence_all=valence_mode == "all",
+        batch_size=batch_size, backends={
+            "llama-cpp": LlamaCppSettings(n_ctx=n_ctx, threads=threads, n_gpu_layers=n_gpu_layers,
+                                          precision=precision, prefix_cache=not no_prefix_cache, batched=not no_batch),
+            "transformers": TransformersSettings(device=device, dtype=dtype, load_in_4bit=load_in_4bit,
+                                                 load_in_8bit=load_in_8bit,
+                                                 progress=sys.stderr.isatty() and not stream.quiet),
+            "openai": OpenAISettings(server=server, top_logprobs=top_logprobs, concurrency=concurrency)})
 
     if describe:
         import orjson
@@ -201,16 +216,15 @@ def main(stream, transport, text_field, id_field, values_spec, values_field, des
         guarded("gpv-score", stream.verbose, show)
 
     def build():
+        if values_field and values_spec:  # before a model is loaded
+            raise UsageError("--values and --values-field exclude each other")
         scorer = build_scorer(settings)
-        scorer.valence_all = valence_mode == "all"
         warn = None if stream.quiet else (lambda message: note("gpv-score", f"note: {message}"))
         if scorer.backend == "dictionary":
             names = values_mod.resolve(values_spec, warn) if values_spec else list(scorer.lexicon)
             scorer.check_values(names)
         else:
             names = values_mod.resolve(values_spec or "schwartz", warn)
-        if values_field and values_spec:
-            raise UsageError("--values and --values-field exclude each other")
         card = instrument(settings, scorer)
         return ScoreStage(scorer, names, text_field, id_field, batch_size, values_field, card)
 

@@ -3,8 +3,9 @@
 import click
 
 from ..runtimes.slurm import Submission, split_args, submit
-from ..streaming.stage import guarded, note
-from .common import CONTEXT_SETTINGS
+from ..streaming.messages import note
+from ..streaming.stage import guarded
+from .common import CONTEXT_SETTINGS, verbosity
 
 COMMAND = "gpv-slurm"
 
@@ -44,8 +45,7 @@ def stage_option(stage, help):
                    "Refused while the earlier array has tasks pending or running.")
 @click.option("--dry-run", is_flag=True,
               help="Write the settings and job scripts and print the two sbatch commands; submit nothing.")
-@click.option("-q", "--quiet", is_flag=True, help="No notes on stderr (errors still).")
-@click.option("-v", "--verbose", is_flag=True, envvar="GPV_DEBUG", help="Tracebacks for errors (also GPV_DEBUG=1).")
+@verbosity()
 def main(corpus, shards, directory, by, chunk_args, parse_args, score_args, aggregate_args, merge_args, sbatch_args,
          throttle, cpus_per_task, mem, time_limit, resume, dry_run, quiet, verbose):
     """Run the GPV pipeline as a SLURM array job of shards and merge the aggregates.

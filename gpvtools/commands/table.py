@@ -8,7 +8,8 @@ A column is a field, a dotted path into nested objects, or NAME=PATH to give it 
 
 import sys
 
-import orjson
+from ..streaming.errors import BadRecord
+from ..streaming.jsonl import Records
 
 
 def _cell(value, width):
@@ -43,7 +44,10 @@ def format_table(rows, columns, max_width=60):
 
 def main(argv=None):
     columns = (argv if argv is not None else sys.argv[1:]) or ["id"]
-    rows = [orjson.loads(line) for line in sys.stdin.buffer if line.strip()]
+    try:
+        rows = [record for _, record in Records("-")]
+    except BadRecord as e:
+        sys.exit(f"table: error: {e}")
     print(format_table(rows, columns))
 
 

@@ -3,29 +3,17 @@
 import os
 import shlex
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 
 import click
 import orjson
 
-from ..method import values as values_mod
-from ..streaming.atomic import write_atomic
-from ..streaming.errors import GpvError, MissingDependency, UsageError
-from ..runtimes.models import BUILTIN, builtin_gguf
-from ..streaming.stage import guarded, note
-from .common import CONTEXT_SETTINGS
-from ..method.training import data as data_mod
-from ..method.training.trainer import (DEFAULT_TARGETS, TrainConfig, config_dict, evaluate, evaluate_judged, prepare,
-                                train)
-
-
-def _values_list(spec):
-    if spec is None:
-        return None
-    if spec.startswith("@"):
-        return [v.strip() for v in Path(spec[1:]).read_text(encoding="utf-8").splitlines() if v.strip()]
-    return [v.strip() for v in spec.split(",") if v.strip()]
+from ..method.training.pipeline import TrainingSettings, fine_tune
+from ..method.training.trainer import DEFAULT_TARGETS, TrainConfig
+from ..runtimes.models import BUILTIN
+from ..streaming.errors import UsageError
+from ..streaming.messages import note
+from ..streaming.stage import guarded
+from .common import CONTEXT_SETTINGS, verbosity
 
 
 def command_line(ctx):
@@ -46,132 +34,19 @@ def command_line(ctx):
     return shlex.join(words)
 
 
-@dataclass(frozen=True)
-class TrainOptions:
-    """gpv-train's command line, typed: what run() reads."""
-
-    data: tuple
-    output: str
-    base: str
-    format: str
-    holdout: int
-    holdout_values: str | None
-    keep_values: str | None
-    seed: int
-    epochs: float
-    batch_size: int
-    accumulation: int
-    lr: float
-    lora_r: int
-    lora_alpha: int
-    lora_layers: int
-    targets: str
-    full: bool
-    load_in_4bit: bool
-    device: str
-    no_bf16: bool
-    threads: int | None
-    save_every: int
-    max_steps: int
-    judged_epochs: float | None
-    no_pack: bool
-    no_balance: bool
-    no_dev_eval: bool
-    resume: bool
-    merge: bool
-    no_gguf: bool
-    quiet: bool
-    verbose: bool
-    command: str
-
-
-def run(o):
-    """Train as O (a TrainOptions) says; checks all the data before a model is loaded."""
-    out = Path(o.output)
-    quiet = o.quiet
-
-    def say(message):
-        if not quiet:
-            note("gpv-train", message)
-
-    # Everything about the data is checked before a model is loaded or a step is taken.
-    dataset = data_mod.merge([data_mod.read(p, o.format) for p in o.data])
-    keep = values_mod.resolve(o.keep_values) if o.keep_values else []
-    holdout = data_mod.choose_holdout(dataset, o.holdout, o.seed, keep, _values_list(o.holdout_values))
-    train_examples, test_examples = data_mod.split(dataset, holdout, o.seed)
-    dev = data_mod.dev_split(dataset)
-    if not train_examples:
-        raise GpvError("no training example is left after holding out the held-out values")
-    out.mkdir(parents=True, exist_ok=True)
-    data_mod.write_jsonl(out / "heldout.jsonl", test_examples)
-    if dev:
-        data_mod.write_judged(out / "dev.jsonl", dev)
-    write_atomic(out / "split.json", orjson.dumps(
-        {"heldout_values": holdout, "seed": o.seed, "train_examples": len(train_examples),
-         "heldout_examples": len(test_examples), "dev_texts": len(dev),
-         "dev_rule": f"Touché argument ids whose sha256's first 8 hex digits are 0 mod {data_mod.TOUCHE_DEV_SHARE}",
-         "data": [str(p) for p in o.data], "command": o.command},
-        option=orjson.OPT_INDENT_2))
-    say(f"{len(train_examples)} training examples; {len(holdout)} values held out "
-        f"({len(test_examples)} held-out examples in {out / 'heldout.jsonl'})"
-        + (f"; {len(dev)} judged texts in the dev split ({out / 'dev.jsonl'}), never trained on" if dev else ""))
-
-    from ..method.scoring.hf import TransformersScorer, load_model
-
-    if o.threads:
-        try:
-            import torch
-        except ImportError:
-            raise MissingDependency("gpv-train", "torch", "cuda") from None
-        torch.set_num_threads(o.threads)
-
-    base = builtin_gguf() if o.base == BUILTIN else o.base
-    model, tokenizer, base_name = load_model(base, o.device, "float32" if o.device != "cuda" else "auto",
-                                             load_in_4bit=o.load_in_4bit)
-    cfg = TrainConfig(epochs=o.epochs, batch_size=o.batch_size, accumulation=o.accumulation,
-                      learning_rate=o.lr, lora_r=o.lora_r, lora_alpha=o.lora_alpha,
-                      lora_layers=o.lora_layers,
-                      targets=tuple(o.targets.split(",")), full=o.full, seed=o.seed, bf16=not o.no_bf16,
-                      save_every=o.save_every, max_steps=o.max_steps, pack=not o.no_pack,
-                      balance=not o.no_balance, judged_epochs=o.judged_epochs)
-    model = prepare(model, cfg, quantized=o.load_in_4bit)
-    stats = train(model, tokenizer, train_examples, cfg, out, resume=o.resume, progress=not quiet)
-    report = {"base": str(base), "config": config_dict(cfg), "training": stats, "heldout_values": holdout}
-    if cfg.full:
-        model.save_pretrained(out / "model", safe_serialization=True)
-        tokenizer.save_pretrained(out / "model")
-    else:
-        model.save_pretrained(out / "adapter", safe_serialization=True)
-        report["adapter"] = str(out / "adapter")
-        if not o.no_gguf:
-            from peft import get_peft_model_state_dict
-
-            from ..method.training.gguf_export import export_lora
-
-            export_lora(get_peft_model_state_dict(model), model.config, cfg.lora_alpha, out / "adapter.gguf")
-            report["gguf_adapter"] = str(out / "adapter.gguf")
-        if o.merge:
-            merged = model.merge_and_unload()
-            merged.save_pretrained(out / "merged", safe_serialization=True)
-            tokenizer.save_pretrained(out / "merged")
-            model = merged
-            report["merged"] = str(out / "merged")
-    say("evaluating on the held-out values")
-    scorer = TransformersScorer(base_name, name="trained", loaded=(model, tokenizer))
-    report["heldout"] = {"transformers": evaluate(scorer, test_examples)} if test_examples else {}
-    if dev and not o.no_dev_eval:
-        say(f"evaluating relevance on the {len(dev)} dev texts")
-        report["dev"] = {"transformers": evaluate_judged(scorer, dev)}
-    if report.get("gguf_adapter") and str(base).endswith(".gguf"):
-        from ..method.scoring.llama import LlamaCppScorer
-
-        lcpp = LlamaCppScorer(base, lora_path=report["gguf_adapter"])
-        if test_examples:
-            report["heldout"]["llama-cpp"] = evaluate(lcpp, test_examples)
-        lcpp.close()
-    write_atomic(out / "report.json", orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    sys.stdout.buffer.write(orjson.dumps(report) + b"\n")
-    return 0
+def settings_from(p, command):
+    """TrainingSettings from gpv-train's parameters P; COMMAND is the command line split.json records."""
+    config = TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], accumulation=p["accumulation"],
+                         learning_rate=p["lr"], lora_r=p["lora_r"], lora_alpha=p["lora_alpha"],
+                         lora_layers=p["lora_layers"], targets=tuple(p["targets"].split(",")), full=p["full"],
+                         seed=p["seed"], bf16=not p["no_bf16"], save_every=p["save_every"],
+                         max_steps=p["max_steps"], pack=not p["no_pack"], balance=not p["no_balance"],
+                         judged_epochs=p["judged_epochs"])
+    return TrainingSettings(config=config, base=p["base"], format=p["fmt"], holdout=p["holdout"],
+                            holdout_values=p["holdout_values"], keep_values=p["keep_values"],
+                            load_in_4bit=p["load_in_4bit"], device=p["device"], threads=p["threads"],
+                            resume=p["resume"], merge=p["merge"], gguf=not p["no_gguf"],
+                            dev_eval=not p["no_dev_eval"], command=command)
 
 
 @click.command(name="gpv-train", context_settings=CONTEXT_SETTINGS)
@@ -225,8 +100,7 @@ def run(o):
 @click.option("--resume", is_flag=True, help="Go on from DIR/checkpoint after an interruption.")
 @click.option("--merge", is_flag=True, help="Also write the base with the adapter merged in (DIR/merged).")
 @click.option("--no-gguf", is_flag=True, help="Do not write the GGUF LoRA adapter (DIR/adapter.gguf).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress or notes on stderr.")
-@click.option("-v", "--verbose", is_flag=True, envvar="GPV_DEBUG", help="Tracebacks for errors.")
+@verbosity("progress or notes")
 def main(**params):
     """Fine-tune a scorer on the relevance and valence tasks.
 
@@ -250,17 +124,22 @@ def main(**params):
     adapter (DIR/adapter), its GGUF LoRA form for llama.cpp (DIR/adapter.gguf, to apply on the base
     GGUF: gpv-score -m BASE.gguf --adapter DIR/adapter.gguf) and, with --merge, a merged model.
     """
-    options = dict(params, data=tuple(params["data"]), command=command_line(click.get_current_context()))
-    options["format"] = options.pop("fmt")
-    o = TrainOptions(**options)
+    settings = settings_from(params, command_line(click.get_current_context()))
+    quiet = params["quiet"]
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    def work():
-        if o.full and o.load_in_4bit:
-            raise UsageError("--full and --load-in-4bit exclude each other")
-        return run(o)
+    def say(message):
+        note("gpv-train", message)
 
-    guarded("gpv-train", o.verbose, work)
+    def work():
+        if params["full"] and params["load_in_4bit"]:
+            raise UsageError("--full and --load-in-4bit exclude each other")
+        report = fine_tune(params["data"], params["output"], settings, say=None if quiet else say,
+                           progress=not quiet)
+        sys.stdout.buffer.write(orjson.dumps(report) + b"\n")
+        return 0
+
+    guarded("gpv-train", params["verbose"], work)
 
 
 def builtin_scorer_text():
@@ -277,6 +156,14 @@ def builtin_scorer_text():
 
 main.man_sections = {
     "THE BUILT-IN SCORER": lambda: builtin_scorer_text(),
+    "EXAMPLES": (
+        "\b\n"
+        "gpv-train value_orientation.csv -o build/mine --threads 2\n"
+        "gpv-train value_orientation.csv arguments-training.tsv --keep-values all -o build/all --judged-epochs 3\n"
+        "gpv-train value_orientation.csv arguments-training.tsv --keep-values all -o build/all --judged-epochs 3 "
+        "--resume\n"
+        "gpv-score --adapter build/mine/adapter.gguf --values schwartz perceptions.jsonl"
+    ),
     "EXIT STATUS": (
         "0 when training finished and its report was written; 1 when the data are unusable (the file, line "
         "and field are named) or the run failed; 2 for a usage error; 130 or 143 when interrupted by SIGINT "

@@ -1,36 +1,28 @@
-"""gpv-validate: psychometric checks of measured values (paper §3.2, §4.1, App. C): one subcommand each."""
+"""gpv-validate: psychometric checks of measured values (paper §3.2, §4.1, App. C): one subcommand each.
 
-import math
+The checks themselves are library calls (gpvtools/method/validation/checks.py); this module reads the
+options, writes the report, prints the --table and draws the --plot.
+"""
+
 import sys
 
 import click
 import orjson
 
-from ..method.aggregation import group_identity, key_string, sort_key
+from ..method.validation import checks
+from ..method.validation.probe_data import ALL_COMBINATIONS
 from ..streaming.atomic import write_atomic
-from ..streaming.errors import BadRecord, GpvError, UsageError
-from ..streaming.stage import guarded, note, plural
-from .common import CONTEXT_SETTINGS
+from ..streaming.jsonl import Records
+from ..streaming.messages import note
+from ..streaming.stage import guarded
+from .common import CONTEXT_SETTINGS, verbosity
 from .table import format_table
 
 COMMAND = "gpv-validate"
 
 
-def clean(value):
-    """A report as plain JSON: numpy numbers to Python ones, NaN and infinities to null."""
-    if isinstance(value, dict):
-        return {str(k): clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        return clean(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def write_report(report, output):
-    data = orjson.dumps(clean(report), option=orjson.OPT_INDENT_2) + b"\n"
+    data = orjson.dumps(checks.as_json(report), option=orjson.OPT_INDENT_2) + b"\n"
     if output in (None, "-"):
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
@@ -42,9 +34,7 @@ def report_options(plot):
     """--table, --plot FILE.png (where a figure fits), -o, -q, -v: the same in every check."""
 
     def decorate(f):
-        f = click.option("-v", "--verbose", is_flag=True, envvar="GPV_DEBUG",
-                         help="Tracebacks for errors (also GPV_DEBUG=1).")(f)
-        f = click.option("-q", "--quiet", is_flag=True, help="No notes on stderr (errors still).")(f)
+        f = verbosity()(f)
         f = click.option("-o", "--output", default="-", metavar="FILE",
                          help="Write the JSON report to FILE instead of stdout.")(f)
         if plot:
@@ -59,24 +49,9 @@ def run(name, verbose, work):
     guarded(f"{COMMAND} {name}", verbose, work)
 
 
-def _names_or_first(wanted, record, line):
-    from ..method.validation.records import value_names
-
-    return wanted if wanted is not None else value_names(record, line, derived=False)
-
-
-def _no_records(path, reader):
-    extra = f" (only {plural(reader.upstream_errors, 'error record')})" if reader.upstream_errors else ""
-    return GpvError(f"{'standard input' if path == '-' else path} holds no record to check{extra}")
-
-
-def _note_upstream(name, reader, quiet):
-    if reader.upstream_errors and not quiet:
-        note(f"{COMMAND} {name}", f"left out {plural(reader.upstream_errors, 'error record')} from upstream")
-
-
-def _matrix(names, matrix):
-    return {a: {b: matrix[i][j] for j, b in enumerate(names[1])} for i, a in enumerate(names[0])}
+def notes(name, quiet):
+    """The check's notes for people, on stderr; none with -q."""
+    return None if quiet else lambda message: note(f"{COMMAND} {name}", message)
 
 
 def _short(name, width=8):
@@ -131,46 +106,18 @@ def stability(input, by, values_spec, min_evidence, table, plot_path, output, qu
     """
 
     def work():
-        from ..method.validation import records as rec
-        from ..method.validation import stability as st
-
-        import numpy as np  # after the check's module, which names the extra when numpy is missing
-
-        wanted = rec.parse_values(values_spec)
-        reader = rec.Records(input)
-        names, rows, groups, index = None, [], [], {}
-        for line, record in reader:
-            if "group_by" in record:  # gpv-parse's perception records have an n_perceptions of their own
-                raise BadRecord("an aggregate record (it has 'group_by'); stability needs the scored "
-                                "perceptions", line)
-            names = names or _names_or_first(wanted, record, line)
-            key = rec.key_of(record, by, line)
-            groups.append(index.setdefault(group_identity([key]), len(index)))
-            rows.append(rec.score_row(record, names, line))
-        if not rows:
-            raise _no_records(input, reader)
-        _note_upstream("stability", reader, quiet)
-        counts = st.stability(np.array(groups), np.array(rows), min_evidence)
-        per_value = {}
-        for j, name in enumerate(names):
-            c = {k: int(v[j]) for k, v in counts.items()}
-            per_value[name] = {**c, **st.ratios(c["ss"], c["oo"], c["so"], c["os"])}
-        total = {k: int(v.sum()) for k, v in counts.items()}
-        total.update(st.ratios(total["ss"], total["oo"], total["so"], total["os"]))
-        report = {"check": "stability", "by": by, "n_perceptions": len(rows), "n_individuals": len(index),
-                  "min_evidence": min_evidence, "values": per_value, "sum": total}
+        result = checks.stability(Records(input), by=by, values=values_spec, min_evidence=min_evidence,
+                                  warn=notes("stability", quiet))
+        report = result.report
         write_report(report, output)
         if table:
-            rows_ = [{"value": n, **per_value[n]} for n in names] + [{"value": "Sum", **total}]
-            click.echo(format_table(rows_, ["value", "ss", "oo", "so", "os", "p_ss", "p_oo", "p_same", "zero",
-                                            "tied", "sparse"]), err=True)
+            rows = [{"value": n, **report["values"][n]} for n in result.names] + [{"value": "Sum", **report["sum"]}]
+            click.echo(format_table(rows, ["value", "ss", "oo", "so", "os", "p_ss", "p_oo", "p_same", "zero", "tied",
+                                           "sparse"]), err=True)
         if plot_path:
-            from ..method.validation import plots
+            from ..method.validation import figures
 
-            labels = names + ["Sum"]
-            series = {k: [per_value[n][k] for n in names] + [total[k]] for k in ("p_ss", "p_oo", "p_same")}
-            plots.bars(plot_path, labels, series, "Stability: perceptions agreeing with their individual",
-                       "share")
+            figures.stability(plot_path, result)
         return 0
 
     run("stability", verbose, work)
@@ -201,50 +148,17 @@ def construct(input, values_spec, seed, permutations, table, plot_path, output, 
     """
 
     def work():
-        from ..method.validation import construct as cv
-        from ..method.validation import records as rec
-
-        import numpy as np  # after the check's module, which names the extra when numpy is missing
-
-        wanted = rec.parse_values(values_spec)
-        reader = rec.Records(input)
-        names, rows = None, []
-        for line, record in reader:
-            names = names or _names_or_first(wanted, record, line)
-            rows.append(rec.score_row(record, names, line))
-        if not rows:
-            raise _no_records(input, reader)
-        if len(names) < 3:
-            raise UsageError(f"construct needs at least 3 values; got {', '.join(names)}")
-        _note_upstream("construct", reader, quiet)
-        sim, n = cv.cosine_similarity(np.array(rows))
-        undefined = [(names[i], names[j]) for i in range(len(names)) for j in range(i, len(names))
-                     if np.isnan(sim[i, j])]
-        if undefined:
-            a, b = undefined[0]
-            what = f"'{a}' is never measured (or always 0)" if a == b else \
-                f"'{a}' and '{b}' are never measured together (or are 0 wherever they are)"
-            raise GpvError(f"{what}: their similarity is undefined; leave values out with --values")
-        distance = np.clip(1 - sim, 0, None)
-        np.fill_diagonal(distance, 0)
-        coords, stress = cv.mds(distance, seed)
-        circumplex = None
-        if set(names) == set(cv.SCHWARTZ_CIRCLE):
-            circumplex = cv.circumplex_fit(names, sim, coords, permutations, seed)
-        elif not quiet:
-            note(f"{COMMAND} construct", "no circumplex fit: it needs exactly the 10 Schwartz basic values")
-        report = {"check": "construct", "n_individuals": len(rows), "values": names,
-                  "similarity": _matrix((names, names), sim), "n": _matrix((names, names), n),
-                  "mds": {"coordinates": {v: coords[i] for i, v in enumerate(names)}, "stress1": stress,
-                          "seed": seed},
-                  "circumplex": circumplex}
+        result = checks.construct(Records(input), values=values_spec, seed=seed, permutations=permutations,
+                                  warn=notes("construct", quiet))
+        report, names, coords = result.report, result.names, result.coordinates
         write_report(report, output)
         if table:
-            click.echo(_matrix_table(names, names, sim), err=True)
+            click.echo(_matrix_table(names, names, result.similarity), err=True)
             coords_rows = [{"value": v, "x": float(coords[i, 0]), "y": float(coords[i, 1])}
                            for i, v in enumerate(names)]
             click.echo(format_table(coords_rows, ["value", "x", "y"]), err=True)
-            click.echo(f"MDS stress-1: {stress:.3f}", err=True)
+            click.echo(f"MDS stress-1: {report['mds']['stress1']:.3f}", err=True)
+            circumplex = report["circumplex"]
             if circumplex:
                 p_a, p_d = circumplex["p_angular"], circumplex["p_distance"]
                 click.echo(f"circumplex fit: rho (MDS angle) = {circumplex['rho_angular']:.3f}"
@@ -252,41 +166,15 @@ def construct(input, values_spec, seed, permutations, table, plot_path, output, 
                            + f"; rho (1 - similarity) = {circumplex['rho_distance']:.3f}"
                            + (f", p = {p_d:.4f}" if p_d is not None else ""), err=True)
         if plot_path:
-            from ..method.validation import plots
-            from ..method.values import HIGHER_ORDER
+            from ..method.validation import figures
 
-            groups = [cv.higher_order_of(v) or (v if v in HIGHER_ORDER else "") for v in names]
-            plots.mds_map(plot_path, names, coords, groups,
-                          f"MDS of value similarities ({len(rows)} individuals, stress-1 {stress:.2f})")
+            figures.construct(plot_path, result)
         return 0
 
     run("construct", verbose, work)
 
 
 # --- concurrent -------------------------------------------------------------------------------------
-
-def _read_measure(path, on, wanted):
-    """{identity: row}, names, key order, and the reader of one measure, joined on ON."""
-    from ..method.validation import records as rec
-
-    reader = rec.Records(path)
-    names, rows, first, keys = None, {}, {}, {}
-    try:
-        for line, record in reader:
-            names = names or _names_or_first(wanted, record, line)
-            key = rec.key_of(record, on, line, option="--on")
-            ident = group_identity([key])
-            if ident in rows:
-                raise BadRecord(f"'{key_string([key])}' again in field '{on}' (first on line {first[ident]}); "
-                                f"join on a field unique to each record", line)
-            first[ident], keys[ident] = line, key
-            rows[ident] = rec.score_row(record, names, line)
-    except BadRecord as e:
-        raise GpvError(f"{path}: {e}") from None
-    if not rows:
-        raise _no_records(path, reader)
-    return rows, names, keys, reader
-
 
 @main.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("input_a", metavar="A")
@@ -309,44 +197,21 @@ def concurrent(input_a, input_b, on, values_a, values_b, spearman, table, plot_p
     """
 
     def work():
-        from ..method.validation import concurrent as cc
-        from ..method.validation import records as rec
-
-        import numpy as np  # after the check's module, which names the extra when numpy is missing
-
-        rows_a, names_a, _, reader_a = _read_measure(input_a, on, rec.parse_values(values_a))
-        rows_b, names_b, _, reader_b = _read_measure(input_b, on, rec.parse_values(values_b))
-        for path, reader in ((input_a, reader_a), (input_b, reader_b)):
-            if reader.upstream_errors and not quiet:
-                note(f"{COMMAND} concurrent", f"{path}: left out {plural(reader.upstream_errors, 'error record')} "
-                                              f"from upstream")
-        common = [k for k in rows_a if k in rows_b]
-        if not common:
-            raise GpvError(f"no individual is in both inputs (joined on '{on}')")
-        only_a, only_b = len(rows_a) - len(common), len(rows_b) - len(common)
-        if (only_a or only_b) and not quiet:
-            note(f"{COMMAND} concurrent", f"{len(common)} individuals in both; {only_a} only in {input_a}, "
-                                          f"{only_b} only in {input_b}")
-        a = np.array([rows_a[k] for k in common])
-        b = np.array([rows_b[k] for k in common])
-        report = {"check": "concurrent", "on": on, "a": input_a, "b": input_b, "n_matched": len(common),
-                  "only_in_a": only_a, "only_in_b": only_b, "rows": names_a, "columns": names_b}
-        for method in ("pearson", "spearman") if spearman else ("pearson",):
-            r, p, n = cc.correlate(a, b, method)
-            report[method] = {"r": _matrix((names_a, names_b), r), "p": _matrix((names_a, names_b), p)}
-        report["n"] = _matrix((names_a, names_b), n)
+        result = checks.concurrent(Records(input_a), Records(input_b), on=on, values_a=values_a, values_b=values_b,
+                                   spearman=spearman, warn=notes("concurrent", quiet))
+        report = result.report
         write_report(report, output)
         if table:
+            names_a, names_b = report["rows"], report["columns"]
             for method in ("pearson", "spearman") if spearman else ("pearson",):
                 r = [[report[method]["r"][x][y] for y in names_b] for x in names_a]
-                click.echo(f"{method} r (rows: {input_a}; columns: {input_b}; n = {len(common)} matched)", err=True)
+                click.echo(f"{method} r (rows: {input_a}; columns: {input_b}; n = {report['n_matched']} matched)",
+                           err=True)
                 click.echo(_matrix_table(names_a, names_b, r), err=True)
         if plot_path:
-            from ..method.validation import plots
+            from ..method.validation import figures
 
-            r = [[report["pearson"]["r"][x][y] for y in names_b] for x in names_a]
-            plots.heatmap(plot_path, names_a, names_b, [[clean(v) for v in row] for row in r],
-                          f"Pearson r over {len(common)} individuals", input_a, input_b)
+            figures.concurrent(plot_path, result)
         return 0
 
     run("concurrent", verbose, work)
@@ -375,64 +240,21 @@ def predictive(input, field, groups_spec, test, values_spec, table, plot_path, o
     """
 
     def work():
-        from ..method.validation import predictive as pv
-        from ..method.validation import records as rec
-
-        import numpy as np  # after the check's module, which names the extra when numpy is missing
-
-        wanted = rec.parse_values(values_spec)
-        reader = rec.Records(input)
-        names, rows, levels, seen = None, [], [], {}
-        for line, record in reader:
-            names = names or _names_or_first(wanted, record, line)
-            level = rec.key_of(record, field, line, option="--field")
-            ident = group_identity([level])
-            seen.setdefault(ident, [level, 0])[1] += 1
-            levels.append(ident)
-            rows.append(rec.score_row(record, names, line))
-        if not rows:
-            raise _no_records(input, reader)
-        _note_upstream("predictive", reader, quiet)
-        found = sorted(seen.values(), key=lambda lv: sort_key([lv[0]]))
-        listing = ", ".join(f"{key_string([lv])} ({n})" for lv, n in found)
-        if groups_spec:
-            asked = [g.strip() for g in groups_spec.split(",")]
-            if len(asked) != 2 or not all(asked) or asked[0] == asked[1]:
-                raise UsageError(f"--groups takes two different levels A,B, not '{groups_spec}'")
-            by_text = {key_string([lv]): group_identity([lv]) for lv, _ in found}
-            missing = [g for g in asked if g not in by_text]
-            if missing:
-                raise GpvError(f"no record has {field} '{missing[0]}'; {field} has: {listing}")
-            chosen = [by_text[g] for g in asked]
-        else:
-            real = [lv for lv in found if lv[0] is not None]
-            if len(real) != 2:
-                raise GpvError(f"field '{field}' has {plural(len(real), 'level')}"
-                               + (f": {listing}" if found else "") + "; predictive compares two: pick them with "
-                               "--groups A,B")
-            chosen = [group_identity([lv[0]]) for lv in real]
-        labels = [key_string([seen[c][0]]) for c in chosen]
-        x = np.array(rows)
-        idx = [np.array([lv == c for lv in levels]) for c in chosen]
-        left_out = {key_string([lv]): n for lv, n in found if group_identity([lv]) not in chosen}
-        if left_out and not quiet:
-            note(f"{COMMAND} predictive", "left out: " + ", ".join(f"{k} ({n})" for k, n in left_out.items()))
-        per_value = {name: pv.compare(x[idx[0], j], x[idx[1], j], test) for j, name in enumerate(names)}
-        report = {"check": "predictive", "field": field, "groups": labels, "test": test,
-                  "n_individuals": [int(i.sum()) for i in idx], "left_out": left_out, "values": per_value}
+        result = checks.predictive(Records(input), field, groups=groups_spec, test=test, values=values_spec,
+                                   warn=notes("predictive", quiet))
+        report = result.report
         write_report(report, output)
         if table:
-            a, b = labels
-            trows = [{"value": n, f"n {a}": r["n"][0], f"n {b}": r["n"][1], f"mean {a}": r["mean"][0],
-                      f"mean {b}": r["mean"][1], "diff": r["difference"], "d": r["cohens_d"], "g": r["hedges_g"],
-                      ("t" if test == "welch" else "U"): r["statistic"], "p": r["p"]}
-                     for n, r in per_value.items()]
-            click.echo(format_table(trows, list(trows[0])), err=True)
+            a, b = report["groups"]
+            rows = [{"value": n, f"n {a}": r["n"][0], f"n {b}": r["n"][1], f"mean {a}": r["mean"][0],
+                     f"mean {b}": r["mean"][1], "diff": r["difference"], "d": r["cohens_d"], "g": r["hedges_g"],
+                     ("t" if test == "welch" else "U"): r["statistic"], "p": r["p"]}
+                    for n, r in report["values"].items()]
+            click.echo(format_table(rows, list(rows[0])), err=True)
         if plot_path:
-            from ..method.validation import plots
+            from ..method.validation import figures
 
-            series = {lab: [per_value[n]["mean"][k] for n in names] for k, lab in enumerate(labels)}
-            plots.bars(plot_path, names, series, f"Mean score by {field}", "mean score")
+            figures.predictive(plot_path, result)
         return 0
 
     run("predictive", verbose, work)
@@ -460,21 +282,13 @@ def accuracy(input, value_field, task_field, label_field, table, output, quiet, 
     """
 
     def work():
-        from ..method.validation import accuracy as acc
-        from ..method.validation import records as rec
-
-        reader = rec.Records(input)
-        pairs = acc.labelled_decisions(reader, value_field, task_field, label_field)
-        if not any(g for g, _ in pairs.values()):
-            raise _no_records(input, reader)
-        _note_upstream("accuracy", reader, quiet)
-        report = {"check": "accuracy",
-                  "relevance": acc.summary(*pairs["relevance"], acc.RELEVANCE_LABELS),
-                  "valence": acc.summary(*pairs["valence"], acc.VALENCE_LABELS)}
+        report = checks.accuracy(Records(input), value_field=value_field, task_field=task_field,
+                                label_field=label_field, warn=notes("accuracy", quiet)).report
         write_report(report, output)
         if table:
-            for task, labels in (("relevance", acc.RELEVANCE_LABELS), ("valence", acc.VALENCE_LABELS)):
+            for task in ("relevance", "valence"):
                 s = report[task]
+                labels = list(s["confusion"])  # the task's labels, in order
                 share = "-" if s["accuracy"] is None else f"{s['accuracy']:.1%}"
                 click.echo(f"{task}: {share} ({s['correct']} of {s['n']}); rows gold, columns decided", err=True)
                 click.echo(format_table([{"gold": g, **s["confusion"][g]} for g in labels], ["gold", *labels]),
@@ -496,8 +310,7 @@ def accuracy(input, value_field, task_field, label_field, table, output, quiet, 
               help="Field of INPUT naming the subject (what gpv-aggregate --by grouped on).")
 @click.option("--label-subject-field", metavar="FIELD",
               help="Column or field of FILE naming the subject [default: --subject-field].")
-# The default is the library's ALL_COMBINATIONS, spelled out so that --help need not import numpy.
-@click.option("--systems", multiple=True, default=("all-combinations",), show_default=True, metavar="SPEC",
+@click.option("--systems", multiple=True, default=(ALL_COMBINATIONS,), show_default=True, metavar="SPEC",
               help="Value systems whose values are the features: a comma list of nfcc, vsm, schwartz, lvi "
                    "(or all), one probe per option given; all-combinations: each of the 15 (paper Table 9).")
 @click.option("--splits", type=click.IntRange(min=1), default=30, show_default=True,
@@ -540,30 +353,18 @@ def probe(input, labels_path, label_field, subject_field, label_subject_field, s
     accuracy (chosen on test accuracy, as the paper's Table 5 does: an optimistic figure). Minmax uses
     every subject's scores, not only the training ones (no label is involved). torch runs on one thread.
     """
-    name = "probe"
-
-    def warn(message):
-        if not quiet:
-            note(f"{COMMAND} {name}", message)
 
     def work():
-        from ..method.validation import probe as lib
-
-        combos = lib.parse_systems(systems)
-        lib._need_numpy()
-        if input == "-" and sys.stdin.isatty():
-            warn("reading aggregated JSONL from standard input (Ctrl-D ends it)")
-        profiles = lib.read_profiles(input, subject_field)
-        labels = lib.read_labels(labels_path, label_subject_field or subject_field, label_field)
-        report = lib.run_probe(profiles, labels, combos, splits, epochs, lr, seed, bins, split_sizes,
-                               normalisation, warn=warn)
-        report = {"check": name, "labels": str(labels_path), "label_field": label_field, **report}
+        report = checks.probe(input, labels_path, label_field=label_field, subject_field=subject_field,
+                              label_subject_field=label_subject_field, systems=systems, splits=splits,
+                              split=split_sizes, bins=bins, epochs=epochs, lr=lr, seed=seed,
+                              normalisation=normalisation, warn=notes("probe", quiet)).report
         write_report(report, output)
         if table:
             click.echo(_probe_table(report), err=True)
         return 0
 
-    run(name, verbose, work)
+    run("probe", verbose, work)
 
 
 def _probe_table(report):

@@ -20,6 +20,8 @@ Nothing here knows about click or streams: records in, records out.
 import math
 
 from ..streaming.errors import BadRecord, UsageError
+from ..streaming.jsonl import json_kind
+from .groups import group_identity, group_value, key_string, sort_key
 from .values import HIGHER_ORDER
 
 # The field an aggregate record holds its basic-value count in, marking a derived higher-order entry.
@@ -79,58 +81,6 @@ def is_number(x):
     return (type(x) is float or type(x) is int) and math.isfinite(x)
 
 
-# --- group keys ---------------------------------------------------------------------------------
-
-def group_value(record, field, line):
-    """A by-field's value, checked to be a scalar (grouping by an object or a list has no clear meaning)."""
-    value = record[field]
-    if value is not None and not isinstance(value, (str, int, float, bool)):
-        kind = "an array" if isinstance(value, list) else "an object"
-        raise BadRecord(f"field '{field}' must be a string, a number, a boolean or null to group by, got {kind}",
-                        line, record)
-    return value
-
-
-def _order(value):
-    """Sort order of group values: null, then booleans, then numbers (numerically), then strings."""
-    if value is None:
-        return (0, 0)
-    if isinstance(value, bool):
-        return (1, value)
-    if isinstance(value, (int, float)):
-        return (2, value)
-    return (3, value)
-
-
-def sort_key(values):
-    return tuple(_order(v) for v in values)
-
-
-def key_string(values):
-    """The group's id: its by-values as text, joined by '|' when there are several."""
-    def text(v):
-        if v is None:
-            return "null"
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        return str(v)
-
-    return "|".join(text(v) for v in values)
-
-
-def _type_tag(v):
-    # 1 and 1.0 are one group (JSON does not tell them apart), "1" is another, True another still.
-    if isinstance(v, bool):
-        return ("b", v)
-    if isinstance(v, (int, float)):
-        return ("n", v)
-    return ("s" if isinstance(v, str) else "z", v)
-
-
-def group_identity(values):
-    return tuple(_type_tag(v) for v in values)
-
-
 # --- groups ---------------------------------------------------------------------------------------
 
 class Group:
@@ -159,7 +109,7 @@ class Aggregator:
     the group values.
     """
 
-    def __init__(self, by, keep=(), missing_group="error", min_evidence=1, higher_order=False, merge=False,
+    def __init__(self, by, *, keep=(), missing_group="error", min_evidence=1, higher_order=False, merge=False,
                  mixed_values="error", mixed_instruments=False):
         if by is None and not merge:
             raise UsageError("--by names no field")
@@ -479,13 +429,3 @@ def _summary(entry, name, line, record):
     if n > 1 and sd is None:
         raise BadRecord(f"values.{name} has n = {n} but no sd", line, record)
     return n, (float(score) if score is not None else 0.0), (float(sd) if sd is not None else None)
-
-
-def json_kind(value):
-    """How an error message names the JSON type of VALUE ("a string", "null", …)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    return {str: "a string", int: "a number", float: "a number", list: "an array", dict: "an object"}.get(
-        type(value), type(value).__name__)

@@ -15,8 +15,8 @@ import tempfile
 from functools import cached_property
 from pathlib import Path
 
-from ..streaming.errors import GpvError, MissingDependency
 from ..runtimes.models import builtin_gguf
+from ..streaming.errors import GpvError, MissingDependency
 
 DEFAULT_TOKENIZER = "builtin"
 DEFAULT_MAX_TOKENS = 250

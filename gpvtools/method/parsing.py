@@ -118,8 +118,6 @@ def schema(max_items=None, max_length=None):
     return {"type": "object", "properties": {"perceptions": array}, "required": ["perceptions"]}
 
 
-SCHEMA = schema()
-
 
 def system_prompt(subject=None, template=None, preset="author"):
     """The system message: --prompt-file's text (with {subject} filled in), Prompt 2, or the AI preset."""

@@ -2,11 +2,12 @@
 
 import difflib
 import json
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
 from ..streaming.errors import GpvError, UsageError
+from ..streaming.lists import comma_list
 
 # Built-in systems and the ValueBench inventory each one is (DESIGN.md: PVQ40, VSM13, LVI, NFCC2000).
 SYSTEMS = {"schwartz": "PVQ40", "vsm": "VSM13", "lvi": "LVI", "nfcc": "NFCC2000"}
@@ -21,7 +22,7 @@ HIGHER_ORDER = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def inventories():
     """{inventory: [value, …]} for all ValueBench inventories, from the package's own copy of the names."""
     text = resources.files("gpvtools").joinpath("data/valuebench_values.json").read_text(encoding="utf-8")
@@ -57,7 +58,7 @@ def resolve(spec, warn=None):
             raise GpvError(f"--values {spec}: cannot read {path}: {e.strerror}") from None
         items = [i for i in items if i and not i.startswith("#")]
     else:
-        items = [i.strip() for i in spec.split(",") if i.strip()]
+        items = comma_list(spec)
     if not items:
         raise UsageError(f"--values '{spec}' names no value")
     known = known_values()

@@ -51,10 +51,11 @@ class ChatModel:
     concurrency = None  # None: as many requests in flight as asked; 1: one at a time
     ahead = 0  # requests worth queueing beyond those in flight (PooledStage.ahead)
 
-    def __init__(self, cache=None, stats=None):
+    def __init__(self, cache=None, stats=None, key_params=None):
         self.cache = cache
         self.stats = stats or Stats()
-        self.key_params = {}  # backend settings that change the answer, so they are part of the cache key
+        # what else sets the answer apart (backend settings, whose model it is), so part of the cache key
+        self.key_params = dict(key_params or {})
 
     def chat(self, messages, schema=None, temperature=0.0, max_tokens=1024, seed=None, accept=None):
         """The model's reply to MESSAGES, from the cache when this exact request was answered before.
@@ -94,8 +95,8 @@ class OpenAIChat(ChatModel):
 
     backend = "openai"
 
-    def __init__(self, server, model=None, cache=None, stats=None, warn=None):
-        super().__init__(cache, stats)
+    def __init__(self, server, model=None, cache=None, stats=None, warn=None, key_params=None):
+        super().__init__(cache, stats, key_params)
         self.server = Server(server, counters=self.stats)
         self.base_url = server.base_url
         self.warn = warn or (lambda message: None)
@@ -130,7 +131,7 @@ class OpenAIChat(ChatModel):
 
             # A refused response_format is a 400 or 422, or, from llama-cpp-python's server, a 500 whose
             # message names the field: step down to the next weaker format and ask again at once.
-            def refused(status, message):
+            def refused(status, message, response_format=response_format, level=level):
                 return (response_format is not None and level < len(FORMATS) - 1
                         and (status in (400, 422) or "response_format" in message))
 
@@ -161,10 +162,9 @@ class LlamaChat(ChatModel):
     concurrency = 1
 
     def __init__(self, path, name=None, n_ctx=4096, n_threads=None, n_gpu_layers=0, repeat_penalty=1.0,
-                 cache=None, stats=None, parallel=1):
-        super().__init__(cache, stats)
+                 cache=None, stats=None, parallel=1, key_params=None):
+        super().__init__(cache, stats, {"repeat_penalty": repeat_penalty, **(key_params or {})})
         self.repeat_penalty = repeat_penalty
-        self.key_params = {"repeat_penalty": repeat_penalty}
         import os
 
         from .llama import load_llama
@@ -249,6 +249,9 @@ class ChatSettings:
     llama_cpp: LlamaChatSettings = field(default_factory=LlamaChatSettings)
     cache_dir: str | None = None  # None: default_dir()/chat
     use_cache: bool = True
+    # Part of every cache key beside the request: two servers may serve different models under one name
+    # ("default", a path), and gpv-elicit's subjects must never be answered from each other's cache.
+    cache_scope: dict = field(default_factory=dict)
 
 
 def with_jobs(settings, jobs):
@@ -293,7 +296,8 @@ def build_chat_model(s, warn=None):
 
 @chat_backend("openai")
 def _openai(s, cache, stats, warn):
-    return OpenAIChat(s.server, None if s.model == BUILTIN else s.model, cache=cache, stats=stats, warn=warn)
+    return OpenAIChat(s.server, None if s.model == BUILTIN else s.model, cache=cache, stats=stats, warn=warn,
+                      key_params=s.cache_scope)
 
 
 @chat_backend("llama-cpp")
@@ -303,4 +307,5 @@ def _llama_cpp(s, cache, stats, warn):
         raise UsageError(f"model {model} does not exist")
     o = s.llama_cpp
     return LlamaChat(model, n_ctx=o.n_ctx, n_threads=o.threads, n_gpu_layers=o.n_gpu_layers,
-                     repeat_penalty=o.repeat_penalty, cache=cache, stats=stats, parallel=o.parallel)
+                     repeat_penalty=o.repeat_penalty, cache=cache, stats=stats, parallel=o.parallel,
+                     key_params=s.cache_scope)

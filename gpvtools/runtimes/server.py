@@ -57,7 +57,7 @@ class ServerSettings:
 class Transient(Exception):
     """A failure worth retrying; `wait` is the server's Retry-After in seconds, if it gave one."""
 
-    def __init__(self, message, wait=None, unreachable=False):
+    def __init__(self, message, *, wait=None, unreachable=False):
         super().__init__(message)
         self.wait, self.unreachable = wait, unreachable
 
@@ -181,7 +181,7 @@ class Server:
                 raise BadRecord(f"the server rejected the request: {message_of(e)}") from None
             if e.status_code in RETRY_STATUSES or e.status_code >= 500:
                 raise Transient(f"the server answered {e.status_code}: {message_of(e)}",
-                                retry_after(e.response)) from None
+                                wait=retry_after(e.response)) from None
             raise GpvError(f"the server at {self.base_url} answered {e.status_code}: {message_of(e)}") from None
         except (openai.APIResponseValidationError, ValueError) as e:
             # A body that is not the JSON the API promises: a proxy or server fault, often passing.

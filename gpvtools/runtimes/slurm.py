@@ -207,7 +207,7 @@ cat ${parts[@]+"${parts[@]}"} | "$python" -m gpvtools.commands.aggregate --merge
 """
 
 
-def submit(sub, resume=False, dry_run=False, notify=None):
+def submit(sub, *, resume=False, dry_run=False, notify=None):
     """Write SUB's files and submit its jobs; return (array job or "-", merge job, the array's indexes).
 
     RESUME: DIR holds an earlier submission; submit only the unfinished shards, after cancelling the earlier

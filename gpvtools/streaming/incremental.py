@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import rejects as rejects_mod
 from .errors import GpvError, UsageError
-from .stage import note, plural
+from .messages import note, plural
 
 COMMAND = "gpv-cron"
 EXIT_OK, EXIT_DATA, EXIT_LOCKED = 0, 1, 75

@@ -1,4 +1,12 @@
-"""JSONL in and out: line framing with bounded memory, record validation, orjson encoding."""
+"""JSONL in and out: line framing with bounded memory, record validation, orjson encoding, and Records, the one
+reader of a whole JSONL file.
+
+Every JSONL input is read here, by one of two readers with one framing (iter_lines) and one parse
+(parse_line): the stage loop (streaming/stage.py), which applies --on-error, --rejects and --resume to each
+line, and Records, for a command or library call that reads a file whole (gpv-validate, gpv-report, gpv-train's
+JSONL data). Both follow one policy: a blank line is a bad line like any other; an error record from an
+upstream stage (a record with ERROR_FIELD) is never taken as data (a stage passes it on, Records leaves it
+out and counts it); a bad line is an error naming its line."""
 
 import gzip
 import io
@@ -8,6 +16,7 @@ import orjson
 
 from .errors import BadRecord, GpvError
 
+ERROR_FIELD = "_gpv_error"  # what --on-error emit adds to a bad line's record: the error, its command and line
 GZIP_MAGIC = b"\x1f\x8b"
 DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024
 _SKIP_BLOCK = 1 << 20
@@ -72,10 +81,13 @@ def iter_lines(stream, max_bytes=DEFAULT_MAX_LINE_BYTES):
         yield lineno, TooLong(size - (1 if block.endswith(b"\n") else 0))
 
 
-def _kind(value):
+def json_kind(value):
+    """How an error message names the JSON type of VALUE: "a string", "a number", "an array", "an object",
+    "null", "true" or "false"."""
     if isinstance(value, bool) or value is None:
         return orjson.dumps(value).decode()
-    return {str: "a string", int: "a number", float: "a number", list: "an array", dict: "an object"}[type(value)]
+    return {str: "a string", int: "a number", float: "a number", list: "an array", dict: "an object"}.get(
+        type(value), type(value).__name__)
 
 
 def parse_line(raw, lineno, max_bytes=DEFAULT_MAX_LINE_BYTES):
@@ -93,7 +105,7 @@ def parse_line(raw, lineno, max_bytes=DEFAULT_MAX_LINE_BYTES):
             raise BadRecord(f"invalid UTF-8 at byte {u.start + 1}", lineno) from None
         raise BadRecord(f"invalid JSON: {e.msg} at column {e.colno}", lineno) from None
     if not isinstance(value, dict):
-        raise BadRecord(f"expected a JSON object, got {_kind(value)}", lineno)
+        raise BadRecord(f"expected a JSON object, got {json_kind(value)}", lineno)
     if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _too_deep(value):  # counting brackets is cheap
         raise BadRecord(f"JSON nested deeper than {MAX_DEPTH} levels", lineno)
     return value
@@ -116,10 +128,38 @@ def require_text(record, field, lineno):
         raise BadRecord(f"field '{field}' is missing", lineno, record)
     value = record[field]
     if not isinstance(value, str):
-        raise BadRecord(f"field '{field}' must be a string, got {_kind(value)}", lineno, record)
+        raise BadRecord(f"field '{field}' must be a string, got {json_kind(value)}", lineno, record)
     return value
 
 
 def dumps(record):
     """One record as a JSONL line (bytes, newline included)."""
     return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+
+
+class Records:
+    """(line number, record) of the JSONL file PATH ('-': standard input; gzip is read as such), for a reader
+    that takes a file whole. Error records from upstream are left out and counted in `upstream_errors`; a
+    bad line raises BadRecord naming the line (the caller names the file: `path`). Iterable once per open."""
+
+    def __init__(self, path, max_line_bytes=DEFAULT_MAX_LINE_BYTES):
+        self.path, self.max_line_bytes = path, max_line_bytes
+        self.upstream_errors = 0
+
+    @property
+    def name(self):
+        """The input as messages name it."""
+        return "standard input" if self.path == "-" else str(self.path)
+
+    def __iter__(self):
+        stream = open_input(self.path)
+        try:
+            for line, raw in iter_lines(stream, self.max_line_bytes):
+                record = parse_line(raw, line, self.max_line_bytes)
+                if ERROR_FIELD in record:
+                    self.upstream_errors += 1
+                    continue
+                yield line, record
+        finally:
+            if self.path != "-":
+                stream.close()

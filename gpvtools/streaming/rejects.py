@@ -19,13 +19,11 @@ import hashlib
 import os
 import time
 
-import orjson
-
 from .atomic import AtomicFile, write_all
-from .errors import GpvError
-from .jsonl import TooLong, dumps
+from .errors import BadRecord, GpvError
+from .jsonl import ERROR_FIELD, TooLong, dumps, iter_lines, parse_line
 
-ERROR_FIELD = "_gpv_error"
+UNBOUNDED = 1 << 62
 
 
 def line_key(raw, line):
@@ -36,22 +34,23 @@ def line_key(raw, line):
 
 
 def read(path):
-    """The records set aside in PATH (a missing file holds none); lines that are not one are passed over."""
+    """The records set aside in PATH (a missing file holds none). This file is the stages' own state, not
+    input: a line that is no set-aside record (torn by a kill) is passed over, not an error."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        f = open(path, "rb")
     except FileNotFoundError:
         return []
     except OSError as e:
         raise GpvError(f"cannot read {path}: {e.strerror}") from None
     out = []
-    for line in data.splitlines():
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue  # a line torn by a kill, or a blank one
-        if isinstance(record, dict) and isinstance(record.get(ERROR_FIELD), dict):
-            out.append(record)
+    with f:
+        for line, raw in iter_lines(f, UNBOUNDED):  # a set-aside record holds its input line, of any length
+            try:
+                record = parse_line(raw, line, UNBOUNDED)
+            except BadRecord:
+                continue
+            if isinstance(record.get(ERROR_FIELD), dict):
+                out.append(record)
     return out
 
 

@@ -13,8 +13,7 @@ import orjson
 
 from .atomic import AtomicFile
 from .errors import GpvError
-
-ERROR_FIELD = "_gpv_error"
+from .jsonl import ERROR_FIELD
 
 
 @dataclass

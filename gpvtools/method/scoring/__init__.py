@@ -5,6 +5,9 @@ model's next-token distribution after ValueLlama's prompt templates; the diction
 lexicon words instead. Backends are registered by name; heavy libraries load inside each backend.
 """
 
+import copy
+from dataclasses import dataclass, field
+
 from ...streaming.errors import MissingDependency
 
 RELEVANCE, VALENCE = "relevance", "valence"
@@ -83,6 +86,17 @@ def first_label_tokens(tokenize, task):
     return ids
 
 
+@dataclass(frozen=True)
+class Decision:
+    """How a GPV scorer decides: a pair is relevant when p_rel exceeds its value's threshold (THRESHOLDS,
+    {value: threshold}, else DEFAULT, the paper's 0.5 unless set). VALENCE_ALL computes valence for every
+    pair (to evaluate a model's valence task); the score stays null for irrelevant pairs either way."""
+
+    thresholds: dict = field(default_factory=dict)
+    default: float = THRESHOLD
+    valence_all: bool = False
+
+
 class Scorer:
     """Measures a batch of sentences on a list of values."""
 
@@ -98,18 +112,16 @@ class Scorer:
 
 
 class LabelScorer(Scorer):
-    """GPV: relevance for every pair, valence for the relevant ones, score = P(support) − P(oppose).
+    """GPV: relevance for every pair, valence for the relevant ones, score = P(support) − P(oppose), as its
+    `decision` (a Decision, given when the scorer is built) says."""
 
-    A pair is relevant when p_rel exceeds its value's threshold (`thresholds`, else `default_threshold`, the
-    paper's 0.5 unless set).
+    decision = Decision()
 
-    valence_all computes valence for every pair (to evaluate a model's valence task); the score
-    stays null for irrelevant pairs either way.
-    """
-
-    valence_all = False
-    thresholds = {}  # value -> its own decision threshold; default_threshold for the others
-    default_threshold = THRESHOLD
+    def deciding(self, decision):
+        """This scorer deciding by DECISION instead: a copy that shares the loaded model."""
+        other = copy.copy(self)
+        other.decision = decision
+        return other
 
     def label_probs(self, task, pairs):
         """Array (len(pairs), len(LABELS[task])) of renormalised label probabilities."""
@@ -119,8 +131,9 @@ class LabelScorer(Scorer):
         np = _numpy()
         pairs = [(s, v) for s in sentences for v in values]
         rel = self.label_probs(RELEVANCE, pairs)[:, 0] if pairs else np.empty(0)
-        cut = [self.thresholds.get(v, self.default_threshold) for _ in sentences for v in values]
-        wanted = [i for i, p in enumerate(rel) if self.valence_all or p > cut[i]]
+        d = self.decision
+        cut = [d.thresholds.get(v, d.default) for _ in sentences for v in values]
+        wanted = [i for i, p in enumerate(rel) if d.valence_all or p > cut[i]]
         val = self.label_probs(VALENCE, [pairs[i] for i in wanted]) if wanted else np.empty((0, 3))
         valence = dict(zip(wanted, val))
         out = []
@@ -140,5 +153,3 @@ class LabelScorer(Scorer):
             out.append(result)
         return out
 
-
-BACKENDS = ("llama-cpp", "transformers", "openai", "dictionary")

@@ -1,16 +1,17 @@
-"""The scorer registry: backend name -> how to build it, and which backend a --model means.
+"""The scorer registry: backend name -> how to build it, its own settings, and which models it claims.
 
-A backend registers a builder with `@backend(name)` and what its instrument is made of with
-`@card(name)`; gpv-score's --backend choices are this registry's names, in registration order. Each
-builder imports its own runtime, so choosing the dictionary never loads llama.cpp or torch.
+A backend registers a builder with `@backend(name, settings=…, suffixes=…, names=…)` and what its instrument
+is made of with `@card(name)`; gpv-score's --backend choices are this registry's names, in registration
+order, and --backend auto picks by the claims (pick_backend). Each builder imports its own runtime, so
+choosing the dictionary never loads llama.cpp or torch.
 
 The instrument card names what makes the numbers: backend, model and adapter by content (SHA-256 of
 their bytes, cached by path, size and mtime), calibration, prompt templates, threshold and precision.
-Its id is a digest of exactly those; the gpvtools version and the command line are recorded beside them
-but left out of the id, since neither changes a number by itself.
+Its id is a digest of exactly those; the gpvtools version is recorded beside them but left out of the id,
+since it changes no number by itself.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ... import __version__
@@ -48,27 +49,48 @@ class OpenAISettings:
 
 @dataclass(frozen=True)
 class ScorerSettings:
-    """Everything gpv-score needs to build a scorer; the backends' own knobs are grouped by backend."""
+    """Everything gpv-score needs to build a scorer. BACKENDS holds each backend's own settings by its name
+    (the class it registered); a backend not named there gets its defaults (options_of)."""
 
     model: str = BUILTIN
     backend: str = "auto"
     adapter: str | None = None
     thresholds: str = "auto"  # auto, builtin, a number, or a JSON file of {value: threshold} (resolve_thresholds)
+    valence_all: bool = False  # valence for every pair, not only the relevant ones (--valence all)
     batch_size: int = 8
-    llama_cpp: LlamaCppSettings = field(default_factory=LlamaCppSettings)
-    transformers: TransformersSettings = field(default_factory=TransformersSettings)
-    openai: OpenAISettings = field(default_factory=OpenAISettings)
+    backends: dict = field(default_factory=dict)
+
+    def options_of(self, name):
+        """Backend NAME's own settings: as given, else its registered defaults."""
+        given = self.backends.get(name)
+        return given if given is not None else SCORERS[name].settings()
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A registered backend: BUILD(settings) -> Scorer; PARTS(settings, scorer or None) -> its card's fields
+    (@card); SETTINGS, the class of its own knobs; the models --backend auto gives it: files ending in one of
+    SUFFIXES, models named one of NAMES, a model on a --base-url server (REMOTE), or any other (FALLBACK: a
+    directory or a hub id)."""
+
+    name: str
+    build: object
+    settings: type = dict
+    suffixes: tuple = ()
+    names: tuple = ()
+    remote: bool = False
+    fallback: bool = False
+    parts: object = None
 
 
 SCORERS = {}
-CARDS = {}
 
 
-def backend(name):
-    """Register BUILD(settings) -> Scorer under NAME."""
+def backend(name, *, settings=dict, suffixes=(), names=(), remote=False, fallback=False):
+    """Register BUILD(settings) -> Scorer under NAME, with what it claims (see Backend)."""
 
     def register(build):
-        SCORERS[name] = build
+        SCORERS[name] = Backend(name, build, settings, suffixes, names, remote, fallback)
         return build
 
     return register
@@ -78,7 +100,7 @@ def card(name):
     """Register PARTS(settings, scorer or None) -> the card's fields for backend NAME."""
 
     def register(parts):
-        CARDS[name] = parts
+        SCORERS[name] = replace(SCORERS[name], parts=parts)
         return parts
 
     return register
@@ -154,7 +176,7 @@ def instrument(s, scorer=None):
     invoked (command line, output file, --resume, the server's address): a resumed, sharded or
     re-invoked run writes the same records as one uninterrupted run."""
     name = pick_backend(s)
-    parts = {"backend": name, **CARDS[name](s, scorer)}
+    parts = {"backend": name, **SCORERS[name].parts(s, scorer)}
     return {"id": digest_of(parts), **parts, "gpvtools": __version__}
 
 
@@ -166,41 +188,44 @@ def tag(card):
 
 
 def pick_backend(s):
-    """auto: a local file decides by its kind; else a server URL means openai; else transformers.
+    """auto: the backend claiming the model file's suffix; else the remote one where a server URL is given
+    (for a model that is no local file); else the one claiming the model's name; else the fallback.
 
     OPENAI_BASE_URL alone (often set for other tools) does not turn the built-in model into a remote one.
     """
     if s.backend != "auto":
         return s.backend
     suffix = Path(s.model).suffix.lower()
-    if suffix in (".dic", ".json"):
-        return "dictionary"
-    if suffix == ".gguf":
-        return "llama-cpp"
-    server = s.openai.server
-    if server.base_url and (server.explicit or (s.model != BUILTIN and not Path(s.model).exists())):
-        return "openai"
-    return "llama-cpp" if s.model == BUILTIN else "transformers"
+    for entry in SCORERS.values():
+        if suffix in entry.suffixes:
+            return entry.name
+    for entry in SCORERS.values():
+        server = s.options_of(entry.name).server if entry.remote else None
+        if server and server.base_url and (server.explicit or (s.model != BUILTIN and not Path(s.model).exists())):
+            return entry.name
+    for entry in SCORERS.values():
+        if s.model in entry.names:
+            return entry.name
+    return next(entry.name for entry in SCORERS.values() if entry.fallback)
 
 
 def build_scorer(s):
     """The scorer SETTINGS describe."""
     name = pick_backend(s)
-    if s.llama_cpp.precision != "auto" and name != "llama-cpp":
+    if s.options_of("llama-cpp").precision != "auto" and name != "llama-cpp":
         raise UsageError(f"--precision is for the llama-cpp backend, not {name}")
-    if s.transformers.load_in_4bit and s.transformers.load_in_8bit:
+    o = s.options_of("transformers")
+    if o.load_in_4bit and o.load_in_8bit:
         raise UsageError("--load-in-4bit and --load-in-8bit exclude each other")
     if name == "dictionary":
         if s.thresholds not in ("auto", "none"):
             raise UsageError("--thresholds is for the GPV backends, not the dictionary")
-        return SCORERS[name](s)
-    thresholds = resolve_thresholds(s)  # before a model is loaded: a bad --thresholds is a usage error at once
-    scorer = SCORERS[name](s)
-    from . import THRESHOLD
+        return SCORERS[name].build(s, None)
+    from . import THRESHOLD, Decision
 
-    scorer.default_threshold = thresholds.pop("*", THRESHOLD)
-    scorer.thresholds = thresholds
-    return scorer
+    thresholds = resolve_thresholds(s)  # before a model is loaded: a bad --thresholds is a usage error at once
+    default = thresholds.pop("*", THRESHOLD)
+    return SCORERS[name].build(s, Decision(thresholds, default, s.valence_all))
 
 
 def _weights(s, kind):
@@ -211,25 +236,26 @@ def _weights(s, kind):
     return files["gguf"], BUILTIN, s.adapter or files[kind]
 
 
-@backend("llama-cpp")
-def _llama_cpp(s):
+@backend("llama-cpp", settings=LlamaCppSettings, suffixes=(".gguf",), names=(BUILTIN,))
+def _llama_cpp(s, decision):
     from ...runtimes.llama import dequantized
     from .llama import LlamaCppScorer
 
     model, name, adapter = _weights(s, "lora")
     if not Path(model).exists():
         raise UsageError(f"model {model} does not exist")
-    o = s.llama_cpp
+    o = s.options_of("llama-cpp")
     f32 = _f32(s, name)
     if f32:
         name = name or Path(model).name
         model = dequantized(model)
     return LlamaCppScorer(model, name=name, n_ctx=o.n_ctx, n_threads=o.threads, n_gpu_layers=o.n_gpu_layers,
-                          lora_path=adapter, reuse_cache=o.prefix_cache, batched=o.batched, f32_cache=f32)
+                          lora_path=adapter, reuse_cache=o.prefix_cache, batched=o.batched, f32_cache=f32,
+                          decision=decision)
 
 
 def _f32(s, name):
-    o = s.llama_cpp
+    o = s.options_of("llama-cpp")
     return o.precision == "f32" or (o.precision == "auto" and name == BUILTIN)
 
 
@@ -244,15 +270,15 @@ def _llama_cpp_card(s, scorer):
                       path_identity(adapter) if adapter else None, "f32" if _f32(s, name) else "native")
 
 
-@backend("transformers")
-def _transformers(s):
+@backend("transformers", settings=TransformersSettings, fallback=True)
+def _transformers(s, decision):
     from .hf import TransformersScorer
 
     model, name, adapter = _weights(s, "adapter")
-    o = s.transformers
+    o = s.options_of("transformers")
     return TransformersScorer(model, name=name, device=o.device, dtype=o.dtype, load_in_4bit=o.load_in_4bit,
                               load_in_8bit=o.load_in_8bit, adapter=adapter, batch_size=s.batch_size,
-                              progress=o.progress)
+                              progress=o.progress, decision=decision)
 
 
 @card("transformers")
@@ -265,7 +291,7 @@ def _transformers_card(s, scorer):
         identity = {"name": spec, **hub_identity(spec)}
     if adapter and not Path(adapter).exists():
         raise UsageError(f"adapter {adapter} does not exist")
-    o = s.transformers
+    o = s.options_of("transformers")
     if o.load_in_4bit or o.load_in_8bit:
         precision = "4bit-nf4" if o.load_in_4bit else "8bit"
     elif o.dtype != "auto":
@@ -282,13 +308,13 @@ def _device(device):
     return resolve_device(device)
 
 
-@backend("openai")
-def _openai(s):
+@backend("openai", settings=OpenAISettings, remote=True)
+def _openai(s, decision):
     from .remote import OpenAIScorer
 
-    o = s.openai
+    o = s.options_of("openai")
     return OpenAIScorer(o.server, None if s.model == BUILTIN else s.model, top_logprobs=o.top_logprobs,
-                        concurrency=o.concurrency)
+                        concurrency=o.concurrency, decision=decision)
 
 
 @card("openai")
@@ -300,14 +326,14 @@ def _openai_card(s, scorer):
     elif s.model != BUILTIN:
         model = s.model
     else:
-        model = Server(s.openai.server).only_model()
+        model = Server(s.options_of("openai").server).only_model()
     # The weights live on the server; its model name is all that can be told from here. Its address is
     # where it runs, not what it is: shards scored by servers on different nodes are one instrument.
     return _gpv_parts(s, {"name": model}, None, "server")
 
 
-@backend("dictionary")
-def _dictionary(s):
+@backend("dictionary", suffixes=(".dic", ".json"))
+def _dictionary(s, decision):
     from .dictionary import DictionaryScorer
 
     if s.model == BUILTIN:

@@ -89,8 +89,3 @@ class DictionaryScorer(Scorer):
                                  "score": round(count / len(words), 6) if words else None}
             out.append(result)
         return out
-
-
-def lexicon_values(path):
-    return list(load_lexicon(path))
-

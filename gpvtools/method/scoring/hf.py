@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 
 from ...streaming.errors import BadRecord, GpvError, MissingDependency, UsageError
-from . import LABELS, LabelScorer, first_label_tokens, prompt, shared_prefix
+from . import LABELS, Decision, LabelScorer, first_label_tokens, prompt, shared_prefix
 
 try:
     import numpy as np
@@ -67,21 +67,59 @@ def _gguf_bar_off():
         gguf_utils.tqdm = bar
 
 
-def load_model(spec, device="auto", dtype="auto", load_in_4bit=False, load_in_8bit=False, adapter=None,
+def _quiet_libraries(transformers, progress, debug):
+    """Keep stderr for our messages: no loading bars (unless PROGRESS), advice or warnings (unless DEBUG)."""
+    if not (progress or debug):
+        transformers.utils.logging.disable_progress_bar()
+    if not debug:
+        transformers.utils.logging.set_verbosity_error()
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module="peft")
+        # peft imports bitsandbytes, whose CPU backend logs a warning about an optional kernels package
+        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
+def _source(spec):
+    """(what from_pretrained loads, its keyword arguments) for SPEC: a .gguf file, a model directory or a hub
+    id; an error for a path that is neither."""
+    path = Path(spec)
+    kwargs = {"trust_remote_code": False}
+    if path.suffix == ".gguf":
+        if not path.exists():
+            raise UsageError(f"model {spec} does not exist")
+        if not path.is_file():
+            raise GpvError(f"model {spec} is a directory, not a GGUF file")
+        kwargs["gguf_file"] = path.name
+        return str(path.parent), kwargs
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise GpvError(f"model {spec} is not a Hugging Face model directory (no config.json)")
+        kwargs["use_safetensors"] = True
+        return str(path), kwargs
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise UsageError(f"model {spec} does not exist")
+    return spec, kwargs  # a hub id: a real path for users with a network
+
+
+def _merged(model, adapter):
+    """MODEL with the peft ADAPTER (a directory) merged into its weights."""
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise MissingDependency("--adapter", "peft", "cuda") from None
+    if not Path(adapter, "adapter_config.json").is_file():
+        raise GpvError(f"adapter {adapter} is not a peft adapter directory (no adapter_config.json)")
+    return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+
+
+def load_model(spec, device="auto", dtype="auto", *, load_in_4bit=False, load_in_8bit=False, adapter=None,
                progress=False):
     """(model, tokenizer, name) from a local directory, a .gguf file, or a hub id (hf://org/name too).
 
     PROGRESS lets transformers draw its loading bars on stderr (for a terminal, not under -q)."""
     torch, transformers = _torch()
     debug = bool(os.environ.get("GPV_DEBUG"))
-    if not (progress or debug):
-        transformers.utils.logging.disable_progress_bar()
-    if not debug:  # stderr is for our messages: no advice or warnings
-        transformers.utils.logging.set_verbosity_error()
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=UserWarning, module="peft")
-        # peft imports bitsandbytes, whose CPU backend logs a warning about an optional kernels package
-        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    _quiet_libraries(transformers, progress, debug)
     flag = "--load-in-4bit" if load_in_4bit else "--load-in-8bit"
     if (load_in_4bit or load_in_8bit) and str(spec).endswith(".gguf"):
         # transformers: "You cannot combine Quantization and loading a model from a GGUF file"
@@ -92,22 +130,7 @@ def load_model(spec, device="auto", dtype="auto", load_in_4bit=False, load_in_8b
         raise GpvError(f"{flag} needs a CUDA GPU (bitsandbytes); none is available here")
     spec = str(spec)
     spec = spec[len("hf://"):] if spec.startswith("hf://") else spec
-    path = Path(spec)
-    kwargs = {"trust_remote_code": False}
-    if path.suffix == ".gguf":
-        if not path.exists():
-            raise UsageError(f"model {spec} does not exist")
-        if not path.is_file():
-            raise GpvError(f"model {spec} is a directory, not a GGUF file")
-        source, kwargs["gguf_file"] = str(path.parent), path.name
-    elif path.exists():
-        if not (path / "config.json").is_file():
-            raise GpvError(f"model {spec} is not a Hugging Face model directory (no config.json)")
-        source, kwargs["use_safetensors"] = str(path), True
-    elif spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise UsageError(f"model {spec} does not exist")
-    else:
-        source = spec  # a hub id: a real path for users with a network
+    source, kwargs = _source(spec)
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
     model_kwargs = dict(kwargs, dtype=getattr(torch, dtype))
@@ -128,16 +151,11 @@ def load_model(spec, device="auto", dtype="auto", load_in_4bit=False, load_in_8b
     except OSError as e:
         raise GpvError(f"model {spec}: cannot load it: {str(e).splitlines()[0]}") from None
     if adapter:
-        try:
-            from peft import PeftModel
-        except ImportError:
-            raise MissingDependency("--adapter", "peft", "cuda") from None
-        if not Path(adapter, "adapter_config.json").is_file():
-            raise GpvError(f"adapter {adapter} is not a peft adapter directory (no adapter_config.json)")
-        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        model = _merged(model, adapter)
     if not (load_in_4bit or load_in_8bit):
         model = model.to(device)
     model.eval()
+    path = Path(spec)
     return model, tokenizer, path.name if path.exists() else spec
 
 
@@ -215,13 +233,15 @@ def flattened_tree(header_len, groups, pad):
 class TransformersScorer(LabelScorer):
     backend = "transformers"
 
-    def __init__(self, model, name=None, device="auto", dtype="auto", load_in_4bit=False, load_in_8bit=False,
-                 adapter=None, batch_size=16, loaded=None, progress=False):
+    def __init__(self, model, *, name=None, device="auto", dtype="auto", load_in_4bit=False, load_in_8bit=False,
+                 adapter=None, batch_size=16, loaded=None, progress=False, decision=None):
         """MODEL is loaded with load_model, unless LOADED gives an already loaded (model, tokenizer)."""
+        self.decision = decision or Decision()
         self.torch, _ = _torch()
         if loaded is None:
-            self.model, self.tokenizer, loaded_name = load_model(model, device, dtype, load_in_4bit, load_in_8bit,
-                                                                 adapter, progress=progress)
+            self.model, self.tokenizer, loaded_name = load_model(
+                model, device, dtype, load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit, adapter=adapter,
+                progress=progress)
         else:
             (self.model, self.tokenizer), loaded_name = loaded, str(model)
         self.name = name or loaded_name

@@ -23,7 +23,7 @@ import os
 
 from ...runtimes.llama import load_llama, quiet_stderr
 from ...streaming.errors import BadRecord, GpvError, MissingDependency
-from . import LABELS, LabelScorer, first_label_tokens, prompt, renormalise, shared_prefix
+from . import LABELS, Decision, LabelScorer, first_label_tokens, prompt, renormalise, shared_prefix
 
 try:
     import numpy as np
@@ -38,8 +38,10 @@ TASK_SEQ = {task: k for k, task in enumerate(LABELS)}  # the task headers' strea
 class LlamaCppScorer(LabelScorer):
     backend = "llama-cpp"
 
-    def __init__(self, model_path, name=None, n_ctx=4096, n_threads=None, n_gpu_layers=0, lora_path=None,
-                 reuse_cache=True, batched=True, stream_cells=STREAM_CELLS, streams=WORK_STREAMS, f32_cache=False):
+    def __init__(self, model_path, *, name=None, n_ctx=4096, n_threads=None, n_gpu_layers=0, lora_path=None,
+                 reuse_cache=True, batched=True, stream_cells=STREAM_CELLS, streams=WORK_STREAMS, f32_cache=False,
+                 decision=None):
+        self.decision = decision or Decision()
         try:
             import llama_cpp
         except ImportError:

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ...runtimes.server import Server
 from ...streaming.errors import BadRecord, GpvError
-from . import LABELS, RELEVANCE, LabelScorer, prompt, renormalise
+from . import LABELS, RELEVANCE, Decision, LabelScorer, prompt, renormalise
 
 ALIGNED, SHIFTED = "aligned", "shifted"  # how the server's echo logprobs line up (see the module's doc)
 # Echo and completion read the same distribution; they may differ by numeric noise of the batch shape.
@@ -31,8 +31,9 @@ WIDEN = 10  # each widening asks for this many times more top log-probabilities
 class OpenAIScorer(LabelScorer):
     backend = "openai"
 
-    def __init__(self, server, model=None, top_logprobs=20, concurrency=4):
+    def __init__(self, server, model=None, top_logprobs=20, concurrency=4, decision=None):
         """SERVER: a ServerSettings (the one transport gpv-parse and gpv-elicit use too)."""
+        self.decision = decision or Decision()
         self.server = Server(server)
         self.base_url = server.base_url
         self.top_k = top_logprobs

@@ -19,7 +19,8 @@ from pathlib import Path
 import orjson
 
 from ...streaming.atomic import AtomicFile
-from ...streaming.errors import GpvError
+from ...streaming.errors import BadRecord, GpvError
+from ...streaming.jsonl import Records
 from ..scoring import LABELS, RELEVANCE, VALENCE
 
 VALUEBENCH_COLUMNS = ("questionnaire", "item", "value", "agreement")
@@ -85,7 +86,6 @@ TOUCHE_FOLD = {
     "Universalism: concern": "Universalism", "Universalism: nature": "Universalism",
     "Universalism: tolerance": "Universalism", "Universalism: objectivity": "Universalism",
 }
-TOUCHE_UNFOLDED = ("Face", "Humility")
 TOUCHE_ARGUMENT_COLUMNS = ("Argument ID", "Premise")
 TOUCHE_DEV_SHARE = 5  # one argument in 5 is in the dev split
 
@@ -228,19 +228,12 @@ def judged_examples(judged):
 
 def _read_jsonl(path):
     examples = []
+    records = Records(path)
     try:
-        lines = Path(path).read_bytes().splitlines()
-    except OSError as e:
-        raise GpvError(f"{path}: {e.strerror}") from None
-    for line_no, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            r = orjson.loads(line)
-        except orjson.JSONDecodeError as e:
-            raise GpvError(f"{path}: line {line_no}: invalid JSON: {e.msg}") from None
-        if not isinstance(r, dict):
-            raise GpvError(f"{path}: line {line_no}: expected a JSON object")
+        lines = list(records)
+    except BadRecord as e:
+        raise GpvError(f"{records.name}: {e}") from None
+    for line_no, r in lines:
         for name in ("text", "value", "task", "label"):
             if not isinstance(r.get(name), str) or not r[name].strip():
                 raise GpvError(f"{path}: line {line_no}: field '{name}' must be a non-empty string")

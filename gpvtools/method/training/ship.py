@@ -60,7 +60,7 @@ def refit_thresholds(touche, dest=BUILTIN_DIR):
     """Fit the shipped adapter's per-value thresholds on TOUCHE's dev split and write them into its card."""
     from ..scoring.backends import ScorerSettings, build_scorer
     from . import data as data_mod
-    from .trainer import evaluate_judged
+    from .evaluation import evaluate_judged
 
     dev = data_mod.dev_split(data_mod.read(touche, "touche"))
     scorer = build_scorer(ScorerSettings(backend="transformers"))

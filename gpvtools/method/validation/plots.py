@@ -1,37 +1,11 @@
 """Figures for gpv-validate --plot (matplotlib with the Agg backend, imported only when a plot is asked for)."""
 
-from pathlib import Path
-
-from ...streaming.atomic import AtomicFile
-from ...streaming.errors import GpvError, MissingDependency
-
-
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        raise MissingDependency("--plot", "matplotlib", "validate") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path):
-    try:
-        with AtomicFile(path) as f:  # a failed run leaves an earlier figure whole
-            fig.savefig(f, format=Path(path).suffix[1:] or None, dpi=150, bbox_inches="tight")
-    except OSError as e:
-        raise GpvError(f"cannot write {path}: {e.strerror}") from None
-    finally:
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
+from ..plotting import pyplot, save
 
 
 def mds_map(path, names, coords, groups=None, title="MDS of value similarities"):
     """Points of a 2-D MDS map, labelled, coloured by group (e.g. Schwartz's higher-order value)."""
-    plt = _pyplot()
+    plt = pyplot("--plot")
     fig, ax = plt.subplots(figsize=(6.5, 6))
     groups = groups or [""] * len(names)
     palette = plt.get_cmap("tab10")
@@ -47,12 +21,12 @@ def mds_map(path, names, coords, groups=None, title="MDS of value similarities")
     ax.set_aspect("equal", adjustable="datalim")
     ax.axhline(0, color="0.85", lw=0.5)
     ax.axvline(0, color="0.85", lw=0.5)
-    _save(fig, path)
+    save(fig, path, dpi=150)
 
 
 def bars(path, categories, series, title, ylabel):
     """Grouped bars: one group per category, one bar per series {label: [value per category]} (None: no bar)."""
-    plt = _pyplot()
+    plt = pyplot("--plot")
     fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(categories) * max(1, len(series))), 4.5))
     width = 0.8 / max(1, len(series))
     for k, (label, ys) in enumerate(series.items()):
@@ -65,14 +39,14 @@ def bars(path, categories, series, title, ylabel):
     ax.axhline(0, color="0.5", lw=0.5)
     if len(series) > 1:
         ax.legend(fontsize=8)
-    _save(fig, path)
+    save(fig, path, dpi=150)
 
 
 def heatmap(path, rows, columns, matrix, title, row_label, column_label):
     """A correlation matrix as a colour map in [-1, 1], with each cell's value written in it."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot("--plot")
     fig, ax = plt.subplots(figsize=(1 + 0.65 * len(columns), 1 + 0.5 * len(rows)))
     data = np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)
     image = ax.imshow(data, cmap="RdBu_r", vmin=-1, vmax=1)
@@ -88,4 +62,4 @@ def heatmap(path, rows, columns, matrix, title, row_label, column_label):
     ax.set_ylabel(row_label)
     ax.set_title(title)
     fig.colorbar(image, ax=ax, shrink=0.8)
-    _save(fig, path)
+    save(fig, path, dpi=150)

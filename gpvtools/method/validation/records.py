@@ -2,31 +2,10 @@
 
 import math
 
-from ..aggregation import HIGHER_ORDER_MARK, group_value
 from ...streaming.errors import BadRecord, UsageError
-from ...streaming.jsonl import DEFAULT_MAX_LINE_BYTES, iter_lines, open_input, parse_line
-from ...streaming.resume import ERROR_FIELD
-
-
-class Records:
-    """(line, record) pairs of a JSONL input; error records from upstream are counted and left out."""
-
-    def __init__(self, path, max_line_bytes=DEFAULT_MAX_LINE_BYTES):
-        self.path, self.max_line_bytes = path, max_line_bytes
-        self.upstream_errors = 0
-
-    def __iter__(self):
-        stream = open_input(self.path)
-        try:
-            for line, raw in iter_lines(stream, self.max_line_bytes):
-                record = parse_line(raw, line, self.max_line_bytes)
-                if ERROR_FIELD in record:
-                    self.upstream_errors += 1
-                    continue
-                yield line, record
-        finally:
-            if self.path != "-":
-                stream.close()
+from ...streaming.lists import comma_list
+from ..aggregation import HIGHER_ORDER_MARK
+from ..groups import group_value
 
 
 def values_of(record, line):
@@ -48,7 +27,7 @@ def parse_values(spec):
     """--values: a comma list of value names (None: the input's own)."""
     if spec is None:
         return None
-    names = [v.strip() for v in spec.split(",") if v.strip()]
+    names = comma_list(spec)
     if not names:
         raise UsageError(f"--values '{spec}' names no value")
     return names

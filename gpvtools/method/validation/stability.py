@@ -25,8 +25,6 @@ try:
 except ImportError:
     raise MissingDependency("gpv-validate", "numpy", "validate") from None
 
-COUNTS = ("ss", "oo", "so", "os")
-
 
 def individual_signs(groups, scores):
     """(G, V) sign of each individual's mean score (0: exactly 0 or no measurement) and (G, V) counts.
