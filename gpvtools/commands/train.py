@@ -11,9 +11,8 @@ from ..method.training.pipeline import TrainingSettings, fine_tune
 from ..method.training.trainer import DEFAULT_TARGETS, TrainConfig
 from ..runtimes.models import BUILTIN
 from ..streaming.errors import UsageError
-from ..streaming.messages import note
 from ..streaming.stage import guarded
-from .common import CONTEXT_SETTINGS, verbosity
+from .common import CONTEXT_SETTINGS, logger, verbosity
 
 
 def command_line(ctx):
@@ -128,13 +127,10 @@ def main(**params):
     quiet = params["quiet"]
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    def say(message):
-        note("gpv-train", message)
-
     def work():
         if params["full"] and params["load_in_4bit"]:
             raise UsageError("--full and --load-in-4bit exclude each other")
-        report = fine_tune(params["data"], params["output"], settings, say=None if quiet else say,
+        report = fine_tune(params["data"], params["output"], settings, say=logger("gpv-train", quiet),
                            progress=not quiet)
         sys.stdout.buffer.write(orjson.dumps(report) + b"\n")
         return 0

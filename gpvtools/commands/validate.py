@@ -13,9 +13,8 @@ from ..method.validation import checks
 from ..method.validation.probe_data import ALL_COMBINATIONS
 from ..streaming.atomic import write_atomic
 from ..streaming.jsonl import Records
-from ..streaming.messages import note
 from ..streaming.stage import guarded
-from .common import CONTEXT_SETTINGS, verbosity
+from .common import CONTEXT_SETTINGS, logger, verbosity
 from .table import format_table
 
 COMMAND = "gpv-validate"
@@ -51,7 +50,7 @@ def run(name, verbose, work):
 
 def notes(name, quiet):
     """The check's notes for people, on stderr; none with -q."""
-    return None if quiet else lambda message: note(f"{COMMAND} {name}", message)
+    return logger(f"{COMMAND} {name}", quiet)
 
 
 def _short(name, width=8):
