@@ -6,6 +6,7 @@ its settings.
 """
 
 import re
+import sys
 from dataclasses import dataclass, fields
 
 import click
@@ -110,6 +111,14 @@ def from_command_line(name):
     or its default)."""
     source = click.get_current_context().get_parameter_source(name)
     return source == click.core.ParameterSource.COMMANDLINE
+
+
+def fetch_report(log):
+    """How a hub reference's download reports: LOG's line per file (see logger), and a progress bar where
+    stderr is a terminal; nothing under -q (LOG None)."""
+    from ..runtimes.hub import Fetch
+
+    return Fetch(say=log, bars=log is not None and sys.stderr.isatty())
 
 
 def logger(command, quiet):
@@ -247,7 +256,7 @@ class ChatOptions:
             model=model, backend=backend, server=self.transport.server(log, **where),
             llama_cpp=LlamaChatSettings(n_ctx=self.n_ctx, threads=self.threads, n_gpu_layers=self.n_gpu_layers,
                                         repeat_penalty=self.repeat_penalty),
-            cache_dir=self.cache, use_cache=not self.no_cache)
+            cache_dir=self.cache, use_cache=not self.no_cache, fetch=fetch_report(log))
 
 
 def chat_options(inputs, *, cache_envvar, repeat_penalty=1.2,

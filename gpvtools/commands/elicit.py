@@ -129,8 +129,9 @@ def main():
 @click.option("-n", "--questions", "n", type=click.IntRange(min=1, max=50), default=5, show_default=True,
               help="Questions per value (the paper: 5).")
 @click.option("-m", "--model", default=BUILTIN, show_default=True, envvar="GPV_ELICIT_MODEL", metavar="MODEL",
-              help="builtin (SmolLM2-135M, offline), a .gguf file, or a model name on the --base-url server "
-                   "(the paper used GPT-4o).")
+              help="builtin (SmolLM2-135M, offline), a .gguf file, a hub reference to one (hf:OWNER/REPO:QUANT, "
+                   "hf:OWNER/REPO/FILE; @REVISION optional), or a model name on the --base-url server (the paper "
+                   "used GPT-4o).")
 @click.option("-b", "--backend", type=click.Choice(("auto", *CHAT_MODELS)), default="auto",
               show_default=True, help="auto: openai when --base-url is given, else llama-cpp.")
 @click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True)
@@ -260,7 +261,7 @@ def build_subject(name, target, model_name, chat, warn, log=None):
     if target.lower().startswith(("http://", "https://")):
         settings = chat.settings(model_name or BUILTIN, "openai", log, base_url=target, explicit=True)
     else:
-        settings = chat.settings(target, "llama-cpp")
+        settings = chat.settings(target, "llama-cpp", log)
     # The subject's name is part of every cache key (ChatSettings.cache_scope).
     settings = replace(with_jobs(settings, chat.concurrency), cache_scope={"subject": name})
     try:
@@ -274,8 +275,9 @@ def build_subject(name, target, model_name, chat, warn, log=None):
 
 @main.command(name="ask", cls=Command, context_settings=CONTEXT_SETTINGS)
 @click.option("-s", "--subject", "subject_specs", multiple=True, required=True, metavar="NAME=TARGET",
-              help="A model under test, repeatable: TARGET is builtin, a .gguf file (in-process), or an "
-                   "OpenAI-compatible server's /v1 URL, optionally URL@MODEL.")
+              help="A model under test, repeatable: TARGET is builtin, a .gguf file or a hub reference to one "
+                   "(hf:OWNER/REPO:QUANT; in-process), or an OpenAI-compatible server's /v1 URL, optionally "
+                   "URL@MODEL.")
 @click.option("--question-field", default="question", show_default=True, metavar="FIELD",
               help="The field holding the question.")
 @click.option("--id-field", default="id", show_default=True, metavar="FIELD",

@@ -52,7 +52,9 @@ def parser_card(model, named_subject, template, preset, params, ground, segmente
         parts["params"]["schema"] = "sha256:" + digest_of(params.get("schema"))
         parts["params"].update(getattr(model, "key_params", {}))
         parts["grounding"] = ground.card()
-    return {"id": digest_of(parts), **parts, "gpvtools": __version__}
+    source = getattr(model, "source", None)  # a hub reference's repository and commit: beside the id
+    beside = {"source": {"model": source}} if source else {}
+    return {"id": digest_of(parts), **parts, **beside, "gpvtools": __version__}
 
 
 @dataclass
@@ -221,7 +223,8 @@ class ParseStage(PooledStage):
 @click.command(name="gpv-parse", cls=Command, context_settings=CONTEXT_SETTINGS)
 @text_options()
 @click.option("-m", "--model", envvar="GPV_PARSE_MODEL", metavar="MODEL",
-              help="builtin (SmolLM2-135M, offline), a .gguf file, or a model name on the --base-url server.  "
+              help="builtin (SmolLM2-135M, offline), a .gguf file, a hub reference to one (hf:OWNER/REPO:QUANT, "
+                   "hf:OWNER/REPO/FILE; @REVISION optional), or a model name on the --base-url server.  "
                    "[default: none; see --backend]")
 @click.option("-b", "--backend", type=click.Choice(("auto",) + BACKENDS), default="auto", show_default=True,
               envvar="GPV_PARSE_BACKEND",

@@ -22,6 +22,7 @@ from ..streaming.stage import Stage, derive, run_command
 from .common import (
     CONTEXT_SETTINGS,
     Command,
+    fetch_report,
     local_model_options,
     logger,
     stream_options,
@@ -125,13 +126,14 @@ def _list_values(ctx, param, value):
               help="Print the instrument card of --model (with --adapter, --precision, …) as JSON and exit, "
                    "scoring nothing: what every scored record carries as \"instrument\".")
 @click.option("-m", "--model", default=BUILTIN, show_default=True, envvar="GPV_MODEL", metavar="MODEL",
-              help="builtin, a .gguf file, a Hugging Face model directory or hub id (hf://org/name), a model "
-                   "name on the --base-url server, or a lexicon (.json, .dic) for the dictionary backend.")
+              help="builtin, a .gguf file, a Hugging Face model directory, a hub reference (hf:OWNER/REPO:QUANT, "
+                   "hf:OWNER/REPO/FILE, hf:OWNER/REPO, each @REVISION optional; or OWNER/NAME for transformers), "
+                   "a model name on the --base-url server, or a lexicon (.json, .dic) for the dictionary backend.")
 @click.option("-b", "--backend", type=click.Choice(("auto", *SCORERS)), default="auto", show_default=True,
-              envvar="GPV_BACKEND", help="auto: picked from --model (.gguf/builtin: llama-cpp; .json/.dic: "
-                                          "dictionary; --base-url: openai; else transformers).")
+              envvar="GPV_BACKEND", help="auto: picked from --model (.gguf, hf:…:QUANT, builtin: llama-cpp; "
+                                          ".json/.dic: dictionary; --base-url: openai; else transformers).")
 @click.option("--adapter", metavar="PATH", help="LoRA adapter: a peft directory (transformers) or a GGUF "
-                                                  "LoRA file (llama-cpp).")
+                                                  "LoRA file (llama-cpp), or a hub reference to one.")
 @click.option("--valence", "valence_mode", type=click.Choice(["relevant", "all"]), default="relevant",
               show_default=True, help="Compute valence for relevant pairs only (the method), or for all pairs "
                                       "(to evaluate a model's valence task; scores stay null where irrelevant).")
@@ -191,6 +193,12 @@ def main(stream, transport, text_field, id_field, values_spec, values_field, des
     version); --describe prints the card. The dictionary
     backend writes count, words and score = count/words instead. Without --model the built-in model
     scores offline on the CPU.
+
+    A hub reference (hf:QuantFactory/ValueLlama-3-8B-GGUF:Q4_K_M) is fetched into huggingface_hub's
+    cache (a line per file on stderr, a progress bar on a terminal), each file checked against the
+    hub's SHA-256, a cut download resumed by the next run, and reused offline (HF_HUB_OFFLINE=1); the
+    card's "source" names the reference, the commit and each file's SHA-256, beside the ID (the same
+    bytes from a local path are the same instrument). --describe resolves it from metadata alone.
     """
     server = transport.server(log=logger("gpv-score", stream.quiet))
     settings = ScorerSettings(
@@ -201,7 +209,8 @@ def main(stream, transport, text_field, id_field, values_spec, values_field, des
             "transformers": TransformersSettings(device=device, dtype=dtype, load_in_4bit=load_in_4bit,
                                                  load_in_8bit=load_in_8bit,
                                                  progress=sys.stderr.isatty() and not stream.quiet),
-            "openai": OpenAISettings(server=server, top_logprobs=top_logprobs, concurrency=concurrency)})
+            "openai": OpenAISettings(server=server, top_logprobs=top_logprobs, concurrency=concurrency)},
+        fetch=fetch_report(logger("gpv-score", stream.quiet)))
 
     if describe:
         import orjson

@@ -53,7 +53,8 @@ def settings_from(p, command):
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), metavar="DIR",
               help="Where the adapter, its GGUF, the held-out split, checkpoints and report.json go.")
 @click.option("--base", default=BUILTIN, show_default=True, envvar="GPV_TRAIN_BASE", metavar="MODEL",
-              help="Base model: builtin (SmolLM2-135M GGUF), a .gguf file, a Hugging Face directory or hub id.")
+              help="Base model: builtin (SmolLM2-135M GGUF), a .gguf file, a Hugging Face directory, or a hub "
+                   "reference (hf:OWNER/REPO:QUANT, hf:OWNER/REPO, OWNER/NAME; @REVISION optional).")
 @click.option("--format", "fmt", type=click.Choice(["auto", "valuebench", "valueprism", "touche", "jsonl"]),
               default="auto", show_default=True, help="Format of DATA (auto: from the header or the .jsonl suffix).")
 @click.option("--holdout", type=click.IntRange(min=0), default=50, show_default=True,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..streaming.errors import BadRecord, GpvError, UsageError
+from . import hub
 from .cache import ResponseCache, default_dir, request_key
 from .models import BUILTIN, builtin_gguf
 from .server import Counters, Refused, Server, ServerSettings
@@ -48,6 +49,7 @@ class ChatModel:
 
     backend = "chat"
     name = "?"
+    source = None  # where a hub reference resolved to (hub.Resolved.source()), for the card beside its id
     concurrency = None  # None: as many requests in flight as asked; 1: one at a time
     ahead = 0  # requests worth queueing beyond those in flight (PooledStage.ahead)
 
@@ -252,6 +254,7 @@ class ChatSettings:
     # Part of every cache key beside the request: two servers may serve different models under one name
     # ("default", a path), and gpv-elicit's subjects must never be answered from each other's cache.
     cache_scope: dict = field(default_factory=dict)
+    fetch: hub.Fetch = field(default_factory=hub.Fetch)  # how a hub reference's download reports
 
 
 def with_jobs(settings, jobs):
@@ -280,7 +283,7 @@ def pick_chat_backend(s):
         return s.backend
     if s.server.explicit:
         return "openai"
-    if s.model == BUILTIN or Path(s.model).suffix.lower() == ".gguf":
+    if s.model == BUILTIN or Path(s.model).suffix.lower() == ".gguf" or hub.is_reference(s.model):
         return "llama-cpp"
     return "openai" if s.server.base_url else "llama-cpp"
 
@@ -302,10 +305,14 @@ def _openai(s, cache, stats, warn):
 
 @chat_backend("llama-cpp")
 def _llama_cpp(s, cache, stats, warn):
-    model = builtin_gguf() if s.model == BUILTIN else s.model
+    found = hub.resolve(s.model, report=s.fetch) if hub.is_reference(s.model) else None
+    model = builtin_gguf() if s.model == BUILTIN else found.path if found else s.model
     if not Path(model).exists():
         raise UsageError(f"model {model} does not exist")
     o = s.llama_cpp
-    return LlamaChat(model, n_ctx=o.n_ctx, n_threads=o.threads, n_gpu_layers=o.n_gpu_layers,
+    chat = LlamaChat(model, n_ctx=o.n_ctx, n_threads=o.threads, n_gpu_layers=o.n_gpu_layers,
                      repeat_penalty=o.repeat_penalty, cache=cache, stats=stats, parallel=o.parallel,
                      key_params=s.cache_scope)
+    if found is not None:
+        chat.source = found.source()
+    return chat

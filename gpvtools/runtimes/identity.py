@@ -8,6 +8,7 @@ digests. The cache is a convenience: where it cannot be written, digests are com
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import orjson
@@ -16,6 +17,7 @@ from ..streaming.atomic import write_atomic
 from .cache import default_dir
 
 CACHE_NAME = "digests.json"
+_SPLIT = re.compile(r"(?P<stem>.+)-(?P<part>\d{5})-of-(?P<count>\d{5})\.gguf", re.IGNORECASE)
 CHUNK = 1 << 20
 _memo = {}  # this process's digests: (path, size, mtime_ns) -> hex
 
@@ -67,6 +69,37 @@ def file_digest(path):
     return digest
 
 
+def remember_digest(path, digest):
+    """Record DIGEST as the SHA-256 of the file at PATH, computed while it was written (a download)."""
+    source = Path(path).resolve()
+    stat = source.stat()
+    _memo[str(source), stat.st_size, stat.st_mtime_ns] = digest
+    entries = _load()
+    entries[str(source)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+    _save(entries)
+
+
+def split_parts(path):
+    """The parts of the split GGUF whose first part is PATH (NAME-00001-of-0000N.gguf), all present; else
+    [PATH]."""
+    p = Path(path)
+    m = _SPLIT.fullmatch(p.name)
+    if not m or int(m["part"]) != 1:
+        return [p]
+    count = int(m["count"])
+    parts = [p.with_name(f"{m['stem']}-{i:05d}-of-{m['count']}.gguf") for i in range(1, count + 1)]
+    return parts if all(q.is_file() for q in parts) else [p]
+
+
+def listing_identity(name, files, *, directory):
+    """The identity of several files as one: FILES is [(relative path, bytes, SHA-256)]; the digest is that of
+    the list of their paths and digests. DIRECTORY: a folder ("dir", "files"), else a split GGUF ("file",
+    "parts")."""
+    listing = "".join(f"{rel}\0{digest}\n" for rel, _, digest in files)
+    head = {"dir": name, "files": len(files)} if directory else {"file": name, "parts": len(files)}
+    return {**head, "bytes": sum(size for _, size, _ in files), "sha256": hashlib.sha256(listing.encode()).hexdigest()}
+
+
 def _files_of(directory):
     """Every regular file under DIRECTORY, as sorted relative paths, leaving out hidden ones (.git, .cache)."""
     root = Path(directory)
@@ -78,30 +111,18 @@ def _files_of(directory):
 
 
 def path_identity(path):
-    """{"file", "bytes", "sha256"} of a file, or {"dir", "files", "bytes", "sha256"} of a directory, whose
-    digest is that of the list of its files' relative paths and digests."""
+    """{"file", "bytes", "sha256"} of a file, {"file", "parts", "bytes", "sha256"} of a split GGUF (named by
+    its first part), or {"dir", "files", "bytes", "sha256"} of a directory, whose digest is that of the list of
+    its files' relative paths and digests."""
     p = Path(path)
     if p.is_file():
-        return {"file": p.name, "bytes": p.stat().st_size, "sha256": file_digest(p)}
+        parts = split_parts(p)
+        if len(parts) == 1:
+            return {"file": p.name, "bytes": p.stat().st_size, "sha256": file_digest(p)}
+        return listing_identity(p.name, [(q.name, q.stat().st_size, file_digest(q)) for q in parts], directory=False)
     files = _files_of(p)
-    listing = "".join(f"{f.as_posix()}\0{file_digest(p / f)}\n" for f in files)
-    return {"dir": p.resolve().name, "files": len(files), "bytes": sum((p / f).stat().st_size for f in files),
-            "sha256": hashlib.sha256(listing.encode()).hexdigest()}
-
-
-def hub_identity(repo_id):
-    """{"hub_id", "revision"}: the revision is the commit of the copy in the Hugging Face cache, or null
-    when there is none to read (the model is fetched at load time, at the hub's current revision)."""
-    revision = None
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        found = try_to_load_from_cache(repo_id, "config.json")
-        if isinstance(found, str):
-            revision = Path(found).parent.name  # .../snapshots/<commit>/config.json
-    except Exception:  # no huggingface_hub, or a cache it cannot read: the revision stays unknown
-        pass
-    return {"hub_id": repo_id, "revision": revision}
+    return listing_identity(p.resolve().name, [(f.as_posix(), (p / f).stat().st_size, file_digest(p / f))
+                                               for f in files], directory=True)
 
 
 def digest_of(obj, n=16):

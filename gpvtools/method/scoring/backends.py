@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ... import __version__
-from ...runtimes.identity import digest_of, hub_identity, path_identity
+from ...runtimes import hub
+from ...runtimes.identity import digest_of, path_identity
 from ...runtimes.models import BUILTIN, builtin_scorer_files
 from ...runtimes.server import ServerSettings
 from ...streaming.errors import UsageError
@@ -59,6 +60,7 @@ class ScorerSettings:
     valence_all: bool = False  # valence for every pair, not only the relevant ones (--valence all)
     batch_size: int = 8
     backends: dict = field(default_factory=dict)
+    fetch: hub.Fetch = field(default_factory=hub.Fetch)  # how a hub reference's download reports
 
     def options_of(self, name):
         """Backend NAME's own settings: as given, else its registered defaults."""
@@ -159,13 +161,13 @@ def resolve_thresholds(s):
     return {str(v): float(t) for v, t in found.items()}
 
 
-def _gpv_parts(s, model, adapter, precision):
+def _gpv_parts(s, model, adapter, precision, source=None):
     from . import THRESHOLD
 
     own = resolve_thresholds(s)
     threshold = own.get("*", THRESHOLD) if set(own) <= {"*"} else {"default": THRESHOLD, "values": own}
     return {"model": model, "adapter": adapter, "calibration": None, "prompts": prompts_id(),
-            "threshold": threshold, "precision": precision}
+            "threshold": threshold, "precision": precision, "source": source}
 
 
 def instrument(s, scorer=None):
@@ -177,7 +179,8 @@ def instrument(s, scorer=None):
     re-invoked run writes the same records as one uninterrupted run."""
     name = pick_backend(s)
     parts = {"backend": name, **SCORERS[name].parts(s, scorer)}
-    return {"id": digest_of(parts), **parts, "gpvtools": __version__}
+    source = parts.pop("source", None)  # where hub references resolved to: beside the id, not in it
+    return {"id": digest_of(parts), **parts, **({"source": source} if source else {}), "gpvtools": __version__}
 
 
 def tag(card):
@@ -195,13 +198,14 @@ def pick_backend(s):
     """
     if s.backend != "auto":
         return s.backend
-    suffix = Path(s.model).suffix.lower()
+    suffix = _suffix(s.model)
     for entry in SCORERS.values():
         if suffix in entry.suffixes:
             return entry.name
+    local = s.model == BUILTIN or Path(s.model).exists() or hub.is_reference(s.model)
     for entry in SCORERS.values():
         server = s.options_of(entry.name).server if entry.remote else None
-        if server and server.base_url and (server.explicit or (s.model != BUILTIN and not Path(s.model).exists())):
+        if server and server.base_url and (server.explicit or not local):
             return entry.name
     for entry in SCORERS.values():
         if s.model in entry.names:
@@ -228,12 +232,57 @@ def build_scorer(s):
     return SCORERS[name].build(s, Decision(thresholds, default, s.valence_all))
 
 
-def _weights(s, kind):
-    """(model file or directory, display name or None, adapter) with the built-in model resolved."""
+def _suffix(model):
+    """The suffix of MODEL's file, a hub reference's too (:QUANT names a GGUF)."""
+    if hub.is_reference(model):
+        ref = hub.parse(model)
+        return ".gguf" if ref.quant else Path(ref.file or "").suffix.lower()
+    return Path(model).suffix.lower()
+
+
+@dataclass
+class _Part:
+    """A model or adapter as the loader and the card see it: a local PATH (None before a hub reference's
+    download: --describe), the NAME it is shown by, and the hub's Resolved where a reference named it."""
+
+    path: str | None
+    name: str | None = None
+    resolved: object = None
+
+    def identity(self):
+        return self.resolved.identity() if self.resolved is not None else path_identity(self.path)
+
+
+def _part(spec, s, *, directory, fetch, bare=False):
+    """_Part of model or adapter SPEC: a hub reference resolved (and, with FETCH, downloaded), else the path.
+    BARE: OWNER/NAME that is no local path is a hub id (transformers)."""
+    if spec is None:
+        return None
+    if hub.is_reference(spec) or (bare and not Path(spec).exists() and hub.parse(spec, bare=True)):
+        found = hub.resolve(spec, directory=directory and not hub.names_file(spec), fetch=fetch, report=s.fetch,
+                            bare=bare)
+        name = Path(found.path).name if not found.directory else found.reference.repo.split("/")[1]
+        return _Part(found.path if fetch or Path(found.path).exists() else None, name, found)
+    return _Part(spec)
+
+
+def _weights(s, kind, *, fetch=True):
+    """(model, adapter) as _Parts, with the built-in model's files and hub references resolved; KIND: which
+    adapter the built-in model takes (lora: a GGUF LoRA, adapter: a peft directory)."""
+    directory = kind == "adapter"
     if s.model != BUILTIN:
-        return s.model, None, s.adapter
+        return (_part(s.model, s, directory=directory, fetch=fetch, bare=directory),
+                _part(s.adapter, s, directory=directory, fetch=fetch))
     files = builtin_scorer_files()
-    return files["gguf"], BUILTIN, s.adapter or files[kind]
+    adapter = _part(s.adapter, s, directory=directory, fetch=fetch) or _Part(files[kind])
+    return _Part(files["gguf"], BUILTIN), adapter
+
+
+def _source(model, adapter):
+    """The card's "source": where each hub reference resolved to (None without one)."""
+    found = {k: p.resolved.source() for k, p in (("model", model), ("adapter", adapter))
+             if p is not None and p.resolved is not None}
+    return found or None
 
 
 @backend("llama-cpp", settings=LlamaCppSettings, suffixes=(".gguf",), names=(BUILTIN,))
@@ -241,17 +290,18 @@ def _llama_cpp(s, decision):
     from ...runtimes.llama import dequantized
     from .llama import LlamaCppScorer
 
-    model, name, adapter = _weights(s, "lora")
-    if not Path(model).exists():
-        raise UsageError(f"model {model} does not exist")
+    model, adapter = _weights(s, "lora")
+    if not Path(model.path).exists():
+        raise UsageError(f"model {model.path} does not exist")
     o = s.options_of("llama-cpp")
+    path, name = model.path, model.name
     f32 = _f32(s, name)
     if f32:
-        name = name or Path(model).name
-        model = dequantized(model)
-    return LlamaCppScorer(model, name=name, n_ctx=o.n_ctx, n_threads=o.threads, n_gpu_layers=o.n_gpu_layers,
-                          lora_path=adapter, reuse_cache=o.prefix_cache, batched=o.batched, f32_cache=f32,
-                          decision=decision)
+        name = name or Path(path).name
+        path = dequantized(path)
+    return LlamaCppScorer(path, name=name, n_ctx=o.n_ctx, n_threads=o.threads, n_gpu_layers=o.n_gpu_layers,
+                          lora_path=adapter.path if adapter else None, reuse_cache=o.prefix_cache, batched=o.batched,
+                          f32_cache=f32, decision=decision)
 
 
 def _f32(s, name):
@@ -261,36 +311,36 @@ def _f32(s, name):
 
 @card("llama-cpp")
 def _llama_cpp_card(s, scorer):
-    model, name, adapter = _weights(s, "lora")
-    if not Path(model).exists():
-        raise UsageError(f"model {model} does not exist")
-    if adapter and not Path(adapter).exists():
-        raise UsageError(f"adapter {adapter} does not exist")
-    return _gpv_parts(s, {"name": name or Path(model).name, **path_identity(model)},
-                      path_identity(adapter) if adapter else None, "f32" if _f32(s, name) else "native")
+    model, adapter = _weights(s, "lora", fetch=scorer is not None)
+    if model.resolved is None and not Path(model.path).exists():
+        raise UsageError(f"model {model.path} does not exist")
+    if adapter and adapter.resolved is None and not Path(adapter.path).exists():
+        raise UsageError(f"adapter {adapter.path} does not exist")
+    return _gpv_parts(s, {"name": model.name or Path(model.path).name, **model.identity()},
+                      adapter.identity() if adapter else None, "f32" if _f32(s, model.name) else "native",
+                      _source(model, adapter))
 
 
 @backend("transformers", settings=TransformersSettings, fallback=True)
 def _transformers(s, decision):
     from .hf import TransformersScorer
 
-    model, name, adapter = _weights(s, "adapter")
+    model, adapter = _weights(s, "adapter")
     o = s.options_of("transformers")
-    return TransformersScorer(model, name=name, device=o.device, dtype=o.dtype, load_in_4bit=o.load_in_4bit,
-                              load_in_8bit=o.load_in_8bit, adapter=adapter, batch_size=s.batch_size,
-                              progress=o.progress, decision=decision)
+    return TransformersScorer(model.path, name=model.name, device=o.device, dtype=o.dtype,
+                              load_in_4bit=o.load_in_4bit, load_in_8bit=o.load_in_8bit,
+                              adapter=adapter.path if adapter else None, batch_size=s.batch_size, progress=o.progress,
+                              decision=decision)
 
 
 @card("transformers")
 def _transformers_card(s, scorer):
-    model, name, adapter = _weights(s, "adapter")
-    spec = str(model)[len("hf://"):] if str(model).startswith("hf://") else str(model)
-    if Path(spec).exists():
-        identity = {"name": name or Path(spec).name, **path_identity(spec)}
-    else:
-        identity = {"name": spec, **hub_identity(spec)}
-    if adapter and not Path(adapter).exists():
-        raise UsageError(f"adapter {adapter} does not exist")
+    model, adapter = _weights(s, "adapter", fetch=scorer is not None)
+    if model.resolved is None and not Path(model.path).exists():
+        raise UsageError(f"model {model.path} does not exist")
+    identity = {"name": model.name or Path(model.path).name, **model.identity()}
+    if adapter and adapter.resolved is None and not Path(adapter.path).exists():
+        raise UsageError(f"adapter {adapter.path} does not exist")
     o = s.options_of("transformers")
     if o.load_in_4bit or o.load_in_8bit:
         precision = "4bit-nf4" if o.load_in_4bit else "8bit"
@@ -299,7 +349,7 @@ def _transformers_card(s, scorer):
     else:
         device = str(scorer.device) if scorer is not None else _device(o.device)
         precision = "bfloat16" if device.startswith("cuda") else "float32"
-    return _gpv_parts(s, identity, path_identity(adapter) if adapter else None, precision)
+    return _gpv_parts(s, identity, adapter.identity() if adapter else None, precision, _source(model, adapter))
 
 
 def _device(device):

@@ -82,6 +82,10 @@ def _quiet_libraries(transformers, progress, debug):
 def _source(spec):
     """(what from_pretrained loads, its keyword arguments) for SPEC: a .gguf file, a model directory or a hub
     id; an error for a path that is neither."""
+    from ...runtimes import hub
+
+    if hub.is_reference(spec):  # fetched into huggingface_hub's cache and checked, as gpv-score does
+        return _source(hub.resolve(spec, directory=not hub.names_file(spec)).path)
     path = Path(spec)
     kwargs = {"trust_remote_code": False}
     if path.suffix == ".gguf":
@@ -96,9 +100,9 @@ def _source(spec):
             raise GpvError(f"model {spec} is not a Hugging Face model directory (no config.json)")
         kwargs["use_safetensors"] = True
         return str(path), kwargs
-    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise UsageError(f"model {spec} does not exist")
-    return spec, kwargs  # a hub id: a real path for users with a network
+    if hub.parse(spec, bare=True):  # OWNER/NAME: the hub's
+        return _source(hub.resolve(spec, directory=True, bare=True).path)
+    raise UsageError(f"model {spec} does not exist")
 
 
 def _merged(model, adapter):
@@ -114,7 +118,7 @@ def _merged(model, adapter):
 
 def load_model(spec, device="auto", dtype="auto", *, load_in_4bit=False, load_in_8bit=False, adapter=None,
                progress=False):
-    """(model, tokenizer, name) from a local directory, a .gguf file, or a hub id (hf://org/name too).
+    """(model, tokenizer, name) from a local directory, a .gguf file, or a hub reference (runtimes/hub.py).
 
     PROGRESS lets transformers draw its loading bars on stderr (for a terminal, not under -q)."""
     torch, transformers = _torch()
@@ -129,7 +133,6 @@ def load_model(spec, device="auto", dtype="auto", *, load_in_4bit=False, load_in
     if (load_in_4bit or load_in_8bit) and not device.startswith("cuda"):
         raise GpvError(f"{flag} needs a CUDA GPU (bitsandbytes); none is available here")
     spec = str(spec)
-    spec = spec[len("hf://"):] if spec.startswith("hf://") else spec
     source, kwargs = _source(spec)
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") else "float32"

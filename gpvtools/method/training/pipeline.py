@@ -16,6 +16,7 @@ from pathlib import Path
 
 import orjson
 
+from ...runtimes import hub
 from ...runtimes.models import BUILTIN, builtin_gguf
 from ...streaming.atomic import write_atomic
 from ...streaming.errors import GpvError, MissingDependency
@@ -95,13 +96,17 @@ def fine_tune(data, output, settings=TrainingSettings(), *, say=None, progress=F
             raise MissingDependency("gpv-train", "torch", "cuda") from None
         torch.set_num_threads(settings.threads)
 
-    base = builtin_gguf() if settings.base == BUILTIN else settings.base
+    base, source = builtin_gguf() if settings.base == BUILTIN else settings.base, None
+    if hub.is_reference(base) or (not Path(base).exists() and hub.parse(base, bare=True)):
+        found = hub.resolve(base, directory=not hub.names_file(base), report=hub.Fetch(say=say), bare=True)
+        base, source = found.path, found.source()
     model, tokenizer, base_name = load_model(base, settings.device,
                                              "float32" if settings.device != "cuda" else "auto",
                                              load_in_4bit=settings.load_in_4bit)
     model = trainer.prepare(model, cfg, quantized=settings.load_in_4bit)
     stats = trainer.train(model, tokenizer, train_examples, cfg, out, resume=settings.resume, progress=progress)
-    report = {"base": str(base), "config": trainer.config_dict(cfg), "training": stats, "heldout_values": holdout}
+    report = {"base": str(base), **({"base_source": source} if source else {}), "config": trainer.config_dict(cfg),
+              "training": stats, "heldout_values": holdout}
     if cfg.full:
         model.save_pretrained(out / "model", safe_serialization=True)
         tokenizer.save_pretrained(out / "model")
