@@ -282,8 +282,9 @@ def builtin_model_text():
         if card.get("command") else ""
     return (
         f"With no --model, gpv-score uses a small ValueLlama trained with gpv-train on a CPU. Base: {card['base']}. "
-        f"Adapter: LoRA r={cfg['lora_r']}, alpha={cfg['lora_alpha']} on {', '.join(cfg['targets'])} of the last "
-        f"{cfg['lora_layers']} layers, {card['training']['steps']} steps, learning rate {cfg['learning_rate']:g}, "
+        f"Adapter: LoRA r={cfg['lora_r']}, alpha={cfg['lora_alpha']} on {', '.join(cfg['targets'])} of "
+        + (f"the last {cfg['lora_layers']} layers" if cfg["lora_layers"] else "every layer")
+        + f", {card['training']['steps']} steps, learning rate {cfg['learning_rate']:g}, "
         f"seed {card['seed']}"
         + (", each label of a task weighted by its inverse frequency in the loss" if cfg.get("balance") else "")
         + f"; shipped as a GGUF LoRA (llama-cpp) and a peft adapter (transformers) in gpvtools/data/builtin, "
