@@ -6,14 +6,15 @@ so that the real huggingface_hub client runs against it through HF_ENDPOINT:
 - GET /api/models/OWNER/REPO[/revision/REV]: {"id", "sha", "siblings": [{"rfilename", "size", "blobId",
   "lfs": {"sha256", "size", "pointerSize"}}]}; 404 with X-Error-Code RepoNotFound or RevisionNotFound.
 - HEAD/GET /OWNER/REPO/resolve/REV/PATH: X-Repo-Commit and ETag; an LFS file (.gguf, .safetensors) answers
-  302 to /cdn/SHA256 with X-Linked-Etag and X-Linked-Size, as the Hub redirects to its CDN; 404 with
-  X-Error-Code EntryNotFound.
-- GET /cdn/SHA256 with Range (206, Content-Range).
+  302 to /cdn/SHA256 on a second port (another host, as the Hub's CDN is) with X-Linked-Etag and
+  X-Linked-Size; 404 with X-Error-Code EntryNotFound.
+- GET /cdn/SHA256 with Range (206, Content-Range), on the second port only; a request carrying an
+  Authorization header is refused (403), as a signed CDN URL must not be sent the user's token.
 
 Faults, set per test: `cut[sha256] = n` sends the first n bytes of a file and drops the connection, then
 answers 503 to any later request for it until cleared; `corrupt.add(sha256)` flips one byte of what it
-sends. It counts what it served: `served[sha256]` bytes, `ranges[sha256]` the first byte of each GET, and
-`api_calls`.
+sends. It counts what it served: `served[sha256]` bytes, `ranges[sha256]` the first byte of each GET,
+`api_calls`, and `requests`, every request of any kind on either port.
 """
 
 import hashlib
@@ -22,6 +23,7 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import unquote
 
 LFS_SUFFIXES = (".gguf", ".safetensors", ".bin")
 
@@ -57,20 +59,25 @@ class StandInHub:
         self.blobs = {}  # sha256 -> HubFile
         self.cut, self.corrupt = {}, set()
         self.served, self.ranges = {}, {}
-        self.api_calls = 0
+        self.api_calls = self.requests = 0
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Handler,), {"hub": self}))
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.servers = []
+        for role in ("hub", "cdn"):
+            server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Handler,), {"hub": self, "role": role}))
+            server.daemon_threads = True
+            self.servers.append(server)
+        self.url, self.cdn_url = (f"http://127.0.0.1:{s.server_address[1]}" for s in self.servers)
+        self.threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in self.servers]
 
     def start(self):
-        self.thread.start()
+        for thread in self.threads:
+            thread.start()
         return self
 
     def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
 
     def add_repo(self, repo_id, files):
         """Repository REPO_ID at a commit of its own holding FILES: {name in the repo: local path}."""
@@ -86,11 +93,12 @@ class StandInHub:
         with self.lock:
             self.served.clear()
             self.ranges.clear()
-            self.api_calls = 0
+            self.api_calls = self.requests = 0
 
 
 class _Handler(BaseHTTPRequestHandler):
     hub = None  # the StandInHub, set on a subclass per server
+    role = "hub"  # or "cdn": the port that serves the LFS files' bytes
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args):
@@ -113,14 +121,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _route(self, head):
+        with self.hub.lock:
+            self.hub.requests += 1
         path = self.path.split("?")[0]
-        parts = [p for p in path.split("/") if p]
+        parts = [unquote(p) for p in path.split("/") if p]
+        if self.role == "cdn":
+            if len(parts) != 2 or parts[0] != "cdn":
+                return self._error(404)
+            if self.headers.get("Authorization"):
+                return self._error(403)
+            return self._cdn(parts[1], head)
         if parts[:2] == ["api", "models"] and len(parts) >= 4:
             return self._api(parts[2] + "/" + parts[3], parts[4:])
         if len(parts) >= 5 and parts[2] == "resolve":
             return self._resolve(parts[0] + "/" + parts[1], parts[3], "/".join(parts[4:]), head)
-        if len(parts) == 2 and parts[0] == "cdn":
-            return self._cdn(parts[1], head)
         return self._error(404)
 
     def _repo_at(self, repo_id, revision):
@@ -164,7 +178,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, "EntryNotFound")
         if f.lfs:  # the Hub sends LFS files from its CDN
             self.send_response(302)
-            self.send_header("Location", f"{self.hub.url}/cdn/{f.sha256}")
+            self.send_header("Location", f"{self.hub.cdn_url}/cdn/{f.sha256}")
             self.send_header("X-Repo-Commit", repo.commit)
             self.send_header("X-Linked-Etag", f'"{f.sha256}"')
             self.send_header("X-Linked-Size", str(f.size))

@@ -86,9 +86,10 @@ def hub(files):
 
 
 def hub_env(cache, endpoint, offline=False):
+    # A token, as a user of a gated repository has one: the stand-in's CDN refuses a request that carries it.
     env = outside_env(HF_ENDPOINT=endpoint, HF_HUB_CACHE=str(cache / "hf"), GPV_CACHE_DIR=str(cache / "gpv"),
-                      HF_HUB_DISABLE_TELEMETRY="1")
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN"):
+                      HF_HUB_DISABLE_TELEMETRY="1", HF_TOKEN="hf_standin_token")
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         env.pop(name, None)
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
@@ -178,7 +179,7 @@ def scored(hub, files, tmp_path_factory):
     hub.reset_counts()
     again = run(["-m", "hf:test/smol-GGUF:Q4_1", "--threads", "1"], env)
     return {"cache": cache, "file": from_file, "hub": from_hub, "served": served, "again": again,
-            "again_served": dict(hub.served), "again_api": hub.api_calls}
+            "again_served": dict(hub.served), "again_api": hub.api_calls, "again_requests": hub.requests}
 
 
 def test_a_hub_reference_scores_as_the_local_file_does(hub, files, scored):
@@ -199,6 +200,7 @@ def test_a_hub_reference_scores_as_the_local_file_does(hub, files, scored):
     assert "fetching smol-135m.Q4_1.gguf (98.4 MB) for hf:test/smol-GGUF:Q4_1 from test/smol-GGUF@" in stderr
     assert scored["again"].returncode == 0 and scored["again"].stdout == scored["hub"].stdout
     assert scored["again_served"] == {} and "fetching" not in scored["again"].stderr.decode()
+    assert scored["again_api"] == scored["again_requests"] == 1  # the model info; no HEAD, no download
     # huggingface_hub's own cache layout: transformers and the hf CLI find the file there
     snapshot = scored["cache"] / "hf" / "models--test--smol-GGUF" / "snapshots" / source["revision"]
     assert (snapshot / "smol-135m.Q4_1.gguf").resolve() == (scored["cache"] / "hf" / "models--test--smol-GGUF"
@@ -206,15 +208,30 @@ def test_a_hub_reference_scores_as_the_local_file_does(hub, files, scored):
     assert (scored["cache"] / "hf" / "models--test--smol-GGUF" / "refs" / "main").read_text() == source["revision"]
 
 
-def test_offline_a_cached_reference_works_and_an_uncached_one_says_why(scored):
-    env = hub_env(scored["cache"], DEAD_ENDPOINT, offline=True)
+def test_offline_a_cached_reference_works_and_an_uncached_one_says_why(hub, scored):
+    # a revision by a branch name with slashes, recorded in refs/ by a run online (the file is cached already)
+    hub.repos["test/smol-GGUF"].refs["refs/pr/1"] = hub.repos["test/smol-GGUF"].commit
+    online = run(["--describe", "-m", "hf:test/smol-GGUF:Q4_1@refs/pr/1"], hub_env(scored["cache"], hub.url),
+                 input=b"")
+    assert online.returncode == 0, online.stderr.decode()
+    refs = scored["cache"] / "hf" / "models--test--smol-GGUF" / "refs"
+    assert (refs / "refs" / "pr" / "1").read_text() == hub.repos["test/smol-GGUF"].commit
+    # offline against the live stand-in: not one request reaches it
+    env = hub_env(scored["cache"], hub.url, offline=True)
+    hub.reset_counts()
     cached = run(["-m", "hf:test/smol-GGUF:Q4_1", "--threads", "1"], env)
     assert cached.returncode == 0, cached.stderr.decode()
     assert cached.stdout == scored["hub"].stdout
+    assert "cannot be reached" not in cached.stderr.decode()
+    at_branch = run(["--describe", "-m", "hf:test/smol-GGUF:Q4_1@refs/pr/1"], env, input=b"")
+    assert at_branch.returncode == 0, at_branch.stderr.decode()
+    assert orjson.loads(at_branch.stdout)["source"]["model"]["revision"] == hub.repos["test/smol-GGUF"].commit
+    assert hub.requests == 0
     uncached = run(["-m", "hf:test/smol-GGUF:Q8_0", "--threads", "1"], env)
     assert uncached.returncode == 1 and uncached.stdout == b""
     line = one_line(uncached.stderr)
     assert "hf:test/smol-GGUF:Q8_0" in line and "HF_HUB_OFFLINE=1" in line, line
+    assert hub.requests == 0
     # without the variable, a hub that cannot be reached falls back to the cache too
     fallback = run(["-m", "hf:test/smol-GGUF:Q4_1", "--threads", "1"], hub_env(scored["cache"], DEAD_ENDPOINT))
     assert fallback.returncode == 0 and fallback.stdout == scored["hub"].stdout, fallback.stderr.decode()
@@ -256,6 +273,20 @@ def test_an_interrupted_download_resumes_where_it_stopped(hub, files, scored, tm
     assert out.read_bytes() == scored["hub"].stdout
 
 
+def test_two_runs_fetching_one_file_at_once_download_it_once(hub, files, scored, tmp_path):
+    digest, size = sha256(files["gguf"]), os.path.getsize(files["gguf"])
+    env = hub_env(tmp_path, hub.url)
+    hub.reset_counts()
+    procs = [subprocess.Popen(["gpv-score", "-m", "hf:test/smol-GGUF:Q4_1", "--threads", "1"], env=env,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(2)]
+    outs = [p.communicate(INPUT, timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e.decode() for _, e in outs]
+    assert [o for o, _ in outs] == [scored["hub"].stdout] * 2
+    assert hub.served == {digest: size}  # one download; the other run waited for it
+    assert sum("fetching " in e.decode() for _, e in outs) == 1
+
+
 def test_bad_references_are_one_line_errors_and_write_nothing(hub, tmp_path):
     env = hub_env(tmp_path, hub.url)
     out = tmp_path / "scores.jsonl"
@@ -265,6 +296,7 @@ def test_bad_references_are_one_line_errors_and_write_nothing(hub, tmp_path):
         ("hf:test/missing-GGUF:Q4_1", 2, "no repository test/missing-GGUF"),
         ("hf:test/smol-GGUF:Q4_1@v9", 2, "has no revision 'v9'"),
         ("hf:test/smol-GGUF/nothing.gguf", 2, "has no file nothing.gguf"),
+        ("hf:test/smol--GGUF:Q4_1", 2, "not a hub reference"),
     ]
     for ref, status, message in cases:
         result = run(["-m", ref, "-o", str(out)], env)

@@ -67,6 +67,14 @@ def test_the_built_in_model_ships_its_thresholds_and_auto_takes_them():
     assert resolve_thresholds(ScorerSettings(model=GGUF, thresholds="builtin")) == shipped
     assert resolve_thresholds(ScorerSettings(thresholds="none")) == {}
     assert resolve_thresholds(ScorerSettings(thresholds="0.3")) == {"*": 0.3}
+    # a server's model is not known to be the built-in one, though -m is left at builtin
+    from gpvtools.method.scoring.backends import OpenAISettings
+    from gpvtools.runtimes.server import ServerSettings
+
+    remote = ScorerSettings(backends={"openai": OpenAISettings(server=ServerSettings("http://127.0.0.1:1/v1",
+                                                                                     explicit=True))})
+    assert resolve_thresholds(remote) == {}
+    assert resolve_thresholds(ScorerSettings(thresholds="builtin", backends=remote.backends)) == shipped
 
 
 def test_a_thresholds_file_and_its_errors(tmp_path):

@@ -139,8 +139,9 @@ def _list_values(ctx, param, value):
                                       "(to evaluate a model's valence task; scores stay null where irrelevant).")
 @click.option("--thresholds", default="auto", show_default=True, envvar="GPV_THRESHOLDS", metavar="SPEC",
               help="Where relevance is decided: p_rel above the value's threshold. auto: the built-in model's "
-                   "own per-value thresholds (fitted on human judgments, model.json) when it scores, else 0.5 "
-                   "(the paper's); builtin: those, for any backend; none: 0.5; a number for every value; or a "
+                   "own per-value thresholds (fitted on human judgments, model.json) when it scores in-process, "
+                   "else 0.5 (the paper's; a --base-url server's model too); builtin: those, for any backend (a "
+                   "server serving the built-in model); none: 0.5; a number for every value; or a "
                    "JSON file of {value: threshold} (others 0.5).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Records scored together (each backend also batches the values of a record).")

@@ -19,17 +19,17 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ..streaming.errors import GpvError, MissingDependency, UsageError
-from .identity import file_digest, listing_identity, remember_digest
+from .identity import SPLIT, file_digest, listing_identity, remember_digest, sha256_file
 
 PREFIXES = ("huggingface.co/", "hf.co/", "hf://", "hf:")
-_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
+_NAME = r"(?![^/:@]*(?:--|\.\.))[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"  # no "--" or "..", ≤ 96
 _REFERENCE = re.compile(rf"(?P<repo>{_NAME}/{_NAME})(?:/(?P<file>[^@:]+))?(?::(?P<quant>[A-Za-z0-9._-]+))?"
                         r"(?:@(?P<revision>[^@\s]+))?")
 _BARE = re.compile(rf"(?P<repo>{_NAME}/{_NAME})(?:@(?P<revision>[^@\s]+))?")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
-_SPLIT = re.compile(r"(?P<stem>.+)-(?P<part>\d{5})-of-(?P<count>\d{5})\.gguf", re.IGNORECASE)
 # Weights in formats neither backend loads from a model directory: left out of its download.
 _OTHER_WEIGHTS = (".gguf", ".pth", ".pt", ".ckpt", ".h5", ".msgpack", ".onnx", ".ot", ".tflite", ".pkl", ".npz")
 
@@ -193,42 +193,40 @@ class _Hub:
             except _Unreachable as e:
                 found = self._from_cache(directory, why=f"the hub cannot be reached ({e})")
                 self.say(f"{self.ref.text}: the hub cannot be reached ({e}); using the cached {found.commit[:12]}")
-        for entry in found.files:
-            if fetch or entry.sha256 is None:  # --describe fetches only what the hub gives no SHA-256 of
-                self._fetch(found, entry)
-            self._check(found, entry)
+        try:
+            for entry in found.files:
+                if fetch or entry.sha256 is None:  # --describe fetches only what the hub gives no SHA-256 of
+                    self._fetch(found, entry)
+                self._check(found, entry)
+            if all((found.snapshot / e.name).exists() for e in found.files):
+                self._write_ref(found)
+        except OSError as e:  # the cache: not writable, full, gone
+            raise GpvError(f"{self.ref.text}: the Hugging Face cache ({cache_root()}): {e}") from None
         return found
+
+    def _write_ref(self, found):
+        """refs/REVISION names the commit, as huggingface_hub records it, once every file is in the cache
+        (so that an offline run finds the revision only whole)."""
+        from ..streaming.atomic import write_atomic
+
+        if self.ref.revision and _COMMIT.fullmatch(self.ref.revision):
+            return
+        ref_file = _storage(self.ref.repo) / "refs" / (self.ref.revision or "main")
+        if ref_file.is_file() and ref_file.read_text().strip() == found.commit:
+            return
+        ref_file.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(ref_file, found.commit, fsync=False)
 
     # --- metadata -----------------------------------------------------------------------------------------------------
 
     def _from_hub(self, directory):
         from huggingface_hub import HfApi
-        from huggingface_hub.errors import (
-            GatedRepoError,
-            HfHubHTTPError,
-            RepositoryNotFoundError,
-            RevisionNotFoundError,
-        )
 
         ref = self.ref
         try:
             info = HfApi().model_info(ref.repo, revision=ref.revision, files_metadata=True)
-        except GatedRepoError:
-            raise GpvError(f"{ref.text}: {ref.repo} is gated: accept its terms on the hub and set HF_TOKEN") from None
-        except RevisionNotFoundError:
-            raise UsageError(f"{ref.text}: {ref.repo} has no revision {ref.revision!r}") from None
-        except RepositoryNotFoundError:
-            raise UsageError(f"{ref.text}: no repository {ref.repo} on {_endpoint()} (or it is private: set "
-                             "HF_TOKEN)") from None
-        except HfHubHTTPError as e:
-            status = getattr(e.response, "status_code", None)
-            if status is not None and status >= 500:
-                raise _Unreachable(f"HTTP {status}") from None
-            raise GpvError(f"{ref.text}: the hub answered {str(e).splitlines()[0]}") from None
-        except Exception as e:  # noqa: BLE001 — httpx's connection errors, timeouts; named in the message
-            if _connection_error(e):
-                raise _Unreachable(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
-            raise
+        except Exception as e:  # noqa: BLE001 — mapped to one line, or to the cache where the hub is away
+            raise _hub_error(ref, e, "its model info") from None
         entries = [Entry(s.rfilename, s.lfs.size if s.lfs else s.size, s.lfs.sha256 if s.lfs else None,
                          None if s.lfs else s.blob_id) for s in info.siblings or ()]
         files, is_dir = self._choose(entries, directory, f"{ref.repo}@{info.sha[:12]}")
@@ -254,6 +252,9 @@ class _Hub:
             files, is_dir = self._choose(entries, directory, f"the cached {ref.repo}@{commit[:12]}")
         except UsageError as e:
             raise GpvError(f"{e}; {why}") from None
+        missing = _missing_shards(snapshot, files) if is_dir else []
+        if missing:
+            raise GpvError(f"{ref.text}: the cached {ref.repo}@{commit[:12]} lacks {', '.join(missing)} and {why}")
         return Resolved(ref, commit, files, is_dir, snapshot)
 
     def _choose(self, entries, directory, where):
@@ -291,7 +292,7 @@ class _Hub:
     @staticmethod
     def _with_parts(entry, entries):
         """ENTRY, or every part of the split GGUF whose first part it is."""
-        m = _SPLIT.fullmatch(entry.name)
+        m = SPLIT.fullmatch(entry.name)
         if not m or int(m["part"]) != 1:
             return [entry]
         for group in _gguf_groups(entries):
@@ -309,46 +310,20 @@ class _Hub:
         if _offline():
             raise GpvError(f"{self.ref.text}: {entry.name} is not in the Hugging Face cache ({cache_root()}) and "
                            "HF_HUB_OFFLINE=1 forbids fetching it")
-        from filelock import FileLock
-        from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
-        from huggingface_hub.file_download import http_get
-        from huggingface_hub.utils import build_hf_headers
+        from huggingface_hub import constants
+        from huggingface_hub.utils import WeakFileLock
 
-        url = hf_hub_url(self.ref.repo, entry.name, revision=found.commit)
-        headers = build_hf_headers()
-        try:
-            meta = get_hf_file_metadata(url, headers=headers)
-        except Exception as e:  # noqa: BLE001
-            raise GpvError(f"{self.ref.text}: cannot fetch {entry.name}: {_first_line(e)}") from None
-        etag = meta.etag or entry.sha256 or entry.blob_id
+        etag = entry.sha256 or entry.blob_id
         storage = _storage(self.ref.repo)
         blob = storage / "blobs" / etag
         locks = Path(constants.HF_HUB_CACHE) / ".locks" / storage.name
         locks.mkdir(parents=True, exist_ok=True)
         blob.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(locks / f"{etag}.lock")):  # another run fetching it (an array job's tasks): wait for it
+        # Another run fetching the blob (an array job's tasks) holds the lock: wait, then use its file.
+        # huggingface_hub's lock: group-writable, and a soft lock where the file system has no flock.
+        with WeakFileLock(locks / f"{etag}.lock"):
             if not blob.exists():
-                part = blob.with_name(f"{etag}.incomplete")
-                have = part.stat().st_size if part.exists() else 0
-                size = meta.size or entry.size
-                resumed = f", resuming at {_size(have)}" if have else ""
-                self.say(f"fetching {entry.name} ({_size(size) if size else 'size unknown'}) for {self.ref.text} "
-                         f"from {self.ref.repo}@{found.commit[:12]}{resumed}")
-                start = time.monotonic()
-                try:
-                    with open(part, "ab") as f:
-                        http_get(meta.location, f, resume_size=have, headers=headers, expected_size=size,
-                                 displayed_filename=Path(entry.name).name, tqdm_class=_bar_class(self.report.bars))
-                except Exception as e:  # noqa: BLE001 — the network's errors, the hub's; the part is kept
-                    kept = part.stat().st_size if part.exists() else 0
-                    raise GpvError(f"{self.ref.text}: the download of {entry.name} stopped at {_size(kept)}: "
-                                   f"{_first_line(e)}; run again to resume it") from None
-                digest = _verify(part, entry, self.ref, found)
-                os.replace(part, blob)
-                if digest is not None:
-                    remember_digest(blob, digest)
-                got = blob.stat().st_size - have
-                self.say(f"fetched {entry.name}: {_size(got)} in {time.monotonic() - start:.1f} s")
+                self._download(found, entry, blob)
             pointer.parent.mkdir(parents=True, exist_ok=True)
             if not pointer.exists():
                 try:
@@ -357,11 +332,45 @@ class _Hub:
                     import shutil
 
                     shutil.copyfile(blob, pointer)
-            if self.ref.revision != found.commit:
-                (storage / "refs").mkdir(exist_ok=True)
-                ref_file = storage / "refs" / (self.ref.revision or "main")
-                ref_file.parent.mkdir(parents=True, exist_ok=True)
-                ref_file.write_text(found.commit)
+
+    def _download(self, found, entry, blob):
+        """ENTRY's bytes into BLOB through BLOB.incomplete, resumed from what an earlier run left there."""
+        from huggingface_hub import get_hf_file_metadata, hf_hub_url
+        from huggingface_hub.file_download import http_get
+        from huggingface_hub.utils import build_hf_headers
+
+        url = hf_hub_url(self.ref.repo, entry.name, revision=found.commit)
+        headers = build_hf_headers()
+        try:  # inside the lock: a signed download URL is fresh when it is used
+            meta = get_hf_file_metadata(url, headers=headers)
+        except Exception as e:  # noqa: BLE001
+            raise _hub_error(self.ref, e, entry.name, cached=False) from None
+        if urlsplit(meta.location).netloc != urlsplit(url).netloc:
+            headers.pop("authorization", None)  # a CDN's signed URL: the token stays with the hub
+        size = meta.size or entry.size
+        part = blob.with_name(f"{blob.name}.incomplete")
+        have = part.stat().st_size if part.exists() else 0
+        if size is not None and have > size:  # not a prefix of this file: start over
+            part.unlink()
+            have = 0
+        resumed = f", resuming at {_size(have)}" if have else ""
+        self.say(f"fetching {entry.name} ({_size(size) if size else 'size unknown'}) for {self.ref.text} "
+                 f"from {self.ref.repo}@{found.commit[:12]}{resumed}")
+        start = time.monotonic()
+        try:
+            with open(part, "ab") as f:
+                http_get(meta.location, f, resume_size=have, headers=headers, expected_size=size,
+                         displayed_filename=Path(entry.name).name, tqdm_class=_bar_class(self.report.bars))
+        except Exception as e:  # noqa: BLE001 — the network's errors, the hub's; the part is kept for the next run
+            if getattr(getattr(e, "response", None), "status_code", None) == 416:  # the range is past its end
+                part.unlink(missing_ok=True)
+            kept = part.stat().st_size if part.exists() else 0
+            raise GpvError(f"{self.ref.text}: the download of {entry.name} stopped at {_size(kept)}: "
+                           f"{_first_line(e)}; run again to resume it") from None
+        digest = _verify(part, entry, self.ref, found)
+        os.replace(part, blob)
+        remember_digest(blob, digest)
+        self.say(f"fetched {entry.name}: {_size(blob.stat().st_size - have)} in {time.monotonic() - start:.1f} s")
 
     def _check(self, found, entry):
         """Record ENTRY's SHA-256 from its bytes where it is local (checked against the hub's hashes), else
@@ -392,11 +401,7 @@ class _Unreachable(Exception):
 
 def _verify(part, entry, ref, found):
     """SHA-256 of the downloaded PART, checked against the hub's hash; a mismatch deletes it."""
-    h = hashlib.sha256()
-    with open(part, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    digest = h.hexdigest()
+    digest = sha256_file(part)
     if entry.sha256 and digest != entry.sha256 or entry.blob_id and _git_blob_id(part) != entry.blob_id:
         part.unlink(missing_ok=True)
         expected = entry.sha256 or f"git blob {entry.blob_id}"
@@ -424,7 +429,7 @@ def _gguf_groups(entries):
         base = Path(e.name).name.lower()
         if not base.endswith(".gguf") or base.startswith("mmproj"):
             continue
-        m = _SPLIT.fullmatch(e.name)
+        m = SPLIT.fullmatch(e.name)
         if m:
             splits.setdefault((m["stem"], m["count"]), []).append((int(m["part"]), e))
         else:
@@ -438,11 +443,30 @@ def _gguf_groups(entries):
 
 def _model_files(entries):
     """The files of a model directory a loader needs: the top level but hidden files and weights in formats
-    not loaded (.bin too where safetensors are there)."""
+    not loaded (.bin too where safetensors are there; Mistral's consolidated.safetensors where the
+    transformers shards are there too)."""
     top = [e for e in entries if "/" not in e.name and not e.name.startswith(".")]
-    safetensors = any(e.name.endswith(".safetensors") for e in top)
+    safetensors = [e.name for e in top if e.name.endswith(".safetensors")]
+    sharded = any(not n.startswith("consolidated") for n in safetensors)
     return [e for e in top if not e.name.lower().endswith(_OTHER_WEIGHTS)
-            and not (safetensors and e.name.endswith(".bin"))]
+            and not (safetensors and e.name.endswith(".bin"))
+            and not (sharded and e.name.startswith("consolidated") and e.name.endswith(".safetensors"))]
+
+
+def _missing_shards(snapshot, files):
+    """The weight files a cached model directory's index names that are not there (a cut download)."""
+    import json
+
+    names = {e.name for e in files}
+    missing = []
+    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if index in names:
+            try:
+                wanted = set(json.loads((snapshot / index).read_text()).get("weight_map", {}).values())
+            except (OSError, ValueError, AttributeError):
+                continue
+            missing += sorted(w for w in wanted if not (snapshot / w).exists())
+    return missing
 
 
 def _listing(entries):
@@ -465,7 +489,36 @@ def _first_line(e):
 def _connection_error(e):
     names = {c.__name__ for c in type(e).__mro__}
     return bool(names & {"ConnectError", "ConnectTimeout", "TimeoutException", "NetworkError", "ConnectionError",
-                         "OfflineModeIsEnabled", "RemoteProtocolError"})
+                         "RemoteProtocolError"})
+
+
+def _hub_error(ref, e, what, cached=True):
+    """The one-line error for exception E of the hub while asking for WHAT about REF; where the hub is away
+    (no connection, a 5xx, a 429 rate limit) and CACHED, an _Unreachable the caller answers from the cache."""
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    if isinstance(e, HFValidationError):
+        return UsageError(f"{ref.text}: {_first_line(e)}")
+    if isinstance(e, GatedRepoError) or status == 403:
+        return GpvError(f"{ref.text}: {ref.repo} is gated: accept its terms on the hub and set HF_TOKEN")
+    if isinstance(e, RevisionNotFoundError):
+        return UsageError(f"{ref.text}: {ref.repo} has no revision {ref.revision!r}")
+    if isinstance(e, RemoteEntryNotFoundError):
+        return UsageError(f"{ref.text}: {ref.repo} has no file {what}")
+    if isinstance(e, RepositoryNotFoundError):
+        return UsageError(f"{ref.text}: no repository {ref.repo} on {_endpoint()} (or it is private: set HF_TOKEN)")
+    away = _connection_error(e) or (status is not None and (status >= 500 or status == 429))
+    reason = f"HTTP {status}" if status else _first_line(e)
+    if away and cached:
+        return _Unreachable(reason)
+    return GpvError(f"{ref.text}: the hub did not give {what}: {reason}")
 
 
 def _bar_class(enabled):

@@ -17,7 +17,7 @@ from ..streaming.atomic import write_atomic
 from .cache import default_dir
 
 CACHE_NAME = "digests.json"
-_SPLIT = re.compile(r"(?P<stem>.+)-(?P<part>\d{5})-of-(?P<count>\d{5})\.gguf", re.IGNORECASE)
+SPLIT = re.compile(r"(?P<stem>.+)-(?P<part>\d{5})-of-(?P<count>\d{5})\.gguf", re.IGNORECASE)
 CHUNK = 1 << 20
 _memo = {}  # this process's digests: (path, size, mtime_ns) -> hex
 
@@ -44,6 +44,15 @@ def _save(entries):
         pass
 
 
+def sha256_file(path):
+    """The SHA-256 (hex) of the bytes of the file at PATH, read now."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
 def file_digest(path):
     """The SHA-256 (hex) of the file at PATH, from the cache when its size and mtime are unchanged."""
     source = Path(path).resolve()
@@ -57,11 +66,7 @@ def file_digest(path):
             and isinstance(entry.get("sha256"), str):
         digest = entry["sha256"]
     else:
-        h = hashlib.sha256()
-        with open(source, "rb") as f:
-            while block := f.read(CHUNK):
-                h.update(block)
-        digest = h.hexdigest()
+        digest = sha256_file(source)
         entries = _load()  # another run may have added entries meanwhile
         entries[str(source)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
         _save(entries)
@@ -83,7 +88,7 @@ def split_parts(path):
     """The parts of the split GGUF whose first part is PATH (NAME-00001-of-0000N.gguf), all present; else
     [PATH]."""
     p = Path(path)
-    m = _SPLIT.fullmatch(p.name)
+    m = SPLIT.fullmatch(p.name)
     if not m or int(m["part"]) != 1:
         return [p]
     count = int(m["count"])

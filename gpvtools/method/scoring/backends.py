@@ -119,14 +119,15 @@ def resolve_thresholds(s):
     """{value: threshold} of settings S; {} means the paper's 0.5 for every value.
 
     auto: the built-in model's own, fitted on human judgments (model.json), when the built-in model scores
-    without another adapter; else none. builtin: those, whatever scores (a server serving the built-in
-    model). A number: that one for every value. Else a JSON file, {value: threshold} or a card's
-    {"values": {value: threshold}}."""
+    in-process without another adapter; else none (a server's model is not known to be the built-in one).
+    builtin: those, whatever scores (a server serving the built-in model). A number: that one for every
+    value. Else a JSON file, {value: threshold} or a card's {"values": {value: threshold}}."""
     import math
 
     spec = s.thresholds
-    if spec == "auto":
-        spec = "builtin" if s.model == BUILTIN and s.adapter is None else "none"
+    if spec == "auto":  # a server's model is not known to be the built-in one, whatever -m says
+        local = not SCORERS[pick_backend(s)].remote
+        spec = "builtin" if s.model == BUILTIN and s.adapter is None and local else "none"
     if spec == "none":
         return {}
     if spec == "builtin":
@@ -323,10 +324,11 @@ def _llama_cpp_card(s, scorer):
 
 @backend("transformers", settings=TransformersSettings, fallback=True)
 def _transformers(s, decision):
-    from .hf import TransformersScorer
+    from .hf import TransformersScorer, check_quantized
 
-    model, adapter = _weights(s, "adapter")
     o = s.options_of("transformers")
+    check_quantized(s.model, o.device, load_in_4bit=o.load_in_4bit, load_in_8bit=o.load_in_8bit)  # before a fetch
+    model, adapter = _weights(s, "adapter")
     return TransformersScorer(model.path, name=model.name, device=o.device, dtype=o.dtype,
                               load_in_4bit=o.load_in_4bit, load_in_8bit=o.load_in_8bit,
                               adapter=adapter.path if adapter else None, batch_size=s.batch_size, progress=o.progress,

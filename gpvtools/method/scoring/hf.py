@@ -116,6 +116,24 @@ def _merged(model, adapter):
     return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
 
 
+def check_quantized(spec, device, *, load_in_4bit=False, load_in_8bit=False):
+    """DEVICE resolved, after the checks that --load-in-4bit/8bit can load SPEC there: made before a hub
+    reference is fetched, so that no download ends in a usage error."""
+    from ...runtimes import hub
+
+    flag = "--load-in-4bit" if load_in_4bit else "--load-in-8bit"
+    ref = hub.parse(spec) if hub.is_reference(spec) else None
+    gguf = str(spec).endswith(".gguf") or (ref is not None and bool(ref.quant or (ref.file or "").endswith(".gguf")))
+    if (load_in_4bit or load_in_8bit) and gguf:
+        # transformers: "You cannot combine Quantization and loading a model from a GGUF file"
+        raise UsageError(f"{flag} cannot load a GGUF file: transformers quantizes a Hugging Face model directory "
+                         f"or hub id; give one, or score the GGUF with -b llama-cpp")
+    device = resolve_device(device)
+    if (load_in_4bit or load_in_8bit) and not device.startswith("cuda"):
+        raise GpvError(f"{flag} needs a CUDA GPU (bitsandbytes); none is available here")
+    return device
+
+
 def load_model(spec, device="auto", dtype="auto", *, load_in_4bit=False, load_in_8bit=False, adapter=None,
                progress=False):
     """(model, tokenizer, name) from a local directory, a .gguf file, or a hub reference (runtimes/hub.py).
@@ -124,14 +142,7 @@ def load_model(spec, device="auto", dtype="auto", *, load_in_4bit=False, load_in
     torch, transformers = _torch()
     debug = bool(os.environ.get("GPV_DEBUG"))
     _quiet_libraries(transformers, progress, debug)
-    flag = "--load-in-4bit" if load_in_4bit else "--load-in-8bit"
-    if (load_in_4bit or load_in_8bit) and str(spec).endswith(".gguf"):
-        # transformers: "You cannot combine Quantization and loading a model from a GGUF file"
-        raise UsageError(f"{flag} cannot load a GGUF file: transformers quantizes a Hugging Face model directory "
-                         f"or hub id; give one, or score the GGUF with -b llama-cpp")
-    device = resolve_device(device)
-    if (load_in_4bit or load_in_8bit) and not device.startswith("cuda"):
-        raise GpvError(f"{flag} needs a CUDA GPU (bitsandbytes); none is available here")
+    device = check_quantized(spec, device, load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit)
     spec = str(spec)
     source, kwargs = _source(spec)
     if dtype == "auto":
