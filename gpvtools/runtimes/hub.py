@@ -65,10 +65,9 @@ def is_reference(spec):
     return spec is not None and str(spec).lower().startswith(PREFIXES)
 
 
-def names_file(spec):
-    """Whether hub reference SPEC names a file (:QUANT or /FILE) rather than a whole repository."""
-    ref = parse(spec)
-    return ref is not None and bool(ref.quant or ref.file)
+def is_hub_model(spec, *, bare=False):
+    """Whether SPEC names a model on the hub: a reference, or (BARE) an OWNER/NAME that is no local path."""
+    return is_reference(spec) or (bare and not Path(str(spec)).exists() and parse(spec, bare=True) is not None)
 
 
 @dataclass
@@ -94,6 +93,11 @@ class Resolved:
     checked: set = field(default_factory=set)  # names whose bytes were checked against the hub's hash
 
     @property
+    def name(self):
+        """What it is shown by: the file's name, or the repository's for a folder (as a clone is named)."""
+        return self.reference.repo.split("/")[1] if self.directory else Path(self.files[0].name).name
+
+    @property
     def path(self):
         """The local path a loader takes: the snapshot folder, or the (first) file."""
         return str(self.snapshot if self.directory else self.snapshot / self.files[0].name)
@@ -102,7 +106,7 @@ class Resolved:
         """The card's content identity, as identity.path_identity gives it for the same local file or folder
         (a folder is named by the repository's name)."""
         if self.directory:
-            return listing_identity(self.reference.repo.split("/")[1], self._listing(), directory=True)
+            return listing_identity(self.name, self._listing(), directory=True)
         if len(self.files) == 1:
             only = self.files[0]
             return {"file": Path(only.name).name, "bytes": only.size, "sha256": self.digests[only.name]}
@@ -132,9 +136,9 @@ _resolved = {}  # (reference text, directory, fetched) -> Resolved, for this pro
 
 
 def resolve(spec, *, directory=False, fetch=True, report=Fetch(), bare=False):
-    """The Resolved of hub reference SPEC (see parse); DIRECTORY: a bare OWNER/REPO means the model directory
-    rather than its only GGUF. FETCH: download what is not in the cache (else only metadata, and the small
-    files whose SHA-256 the hub does not give)."""
+    """The Resolved of hub reference SPEC (see parse); DIRECTORY: OWNER/REPO without :QUANT or /FILE means the
+    model directory rather than its only GGUF. FETCH: download what is not in the cache (else only metadata,
+    and the small files whose SHA-256 the hub does not give)."""
     ref = parse(spec, bare=bare)
     if ref is None:
         raise UsageError(f"{spec}: not a hub reference")
@@ -382,8 +386,8 @@ class _Hub:
         if entry.size is None:
             entry.size = pointer.stat().st_size
         digest = file_digest(pointer)
-        if entry.sha256 and digest != entry.sha256 or entry.blob_id and _git_blob_id(pointer) != entry.blob_id:
-            expected = entry.sha256 or f"git blob {entry.blob_id}"
+        expected = _mismatch(entry, pointer, digest)
+        if expected:
             blob = pointer.resolve()
             for path in (pointer, blob):
                 path.unlink(missing_ok=True)
@@ -402,12 +406,21 @@ class _Unreachable(Exception):
 def _verify(part, entry, ref, found):
     """SHA-256 of the downloaded PART, checked against the hub's hash; a mismatch deletes it."""
     digest = sha256_file(part)
-    if entry.sha256 and digest != entry.sha256 or entry.blob_id and _git_blob_id(part) != entry.blob_id:
+    expected = _mismatch(entry, part, digest)
+    if expected:
         part.unlink(missing_ok=True)
-        expected = entry.sha256 or f"git blob {entry.blob_id}"
         raise GpvError(f"{ref.text}: {entry.name} from {ref.repo}@{found.commit[:12]} arrived with SHA-256 "
                        f"{digest[:16]}…, not the hub's {expected[:16]}…: not kept (run again to fetch it anew)")
     return digest
+
+
+def _mismatch(entry, path, digest):
+    """The hub's hash of ENTRY where the file at PATH (SHA-256 DIGEST) does not match it, else None."""
+    if entry.sha256 and digest != entry.sha256:
+        return entry.sha256
+    if entry.blob_id and _git_blob_id(path) != entry.blob_id:
+        return f"git blob {entry.blob_id}"
+    return None
 
 
 def _git_blob_id(path):

@@ -259,11 +259,9 @@ def _part(spec, s, *, directory, fetch, bare=False):
     BARE: OWNER/NAME that is no local path is a hub id (transformers)."""
     if spec is None:
         return None
-    if hub.is_reference(spec) or (bare and not Path(spec).exists() and hub.parse(spec, bare=True)):
-        found = hub.resolve(spec, directory=directory and not hub.names_file(spec), fetch=fetch, report=s.fetch,
-                            bare=bare)
-        name = Path(found.path).name if not found.directory else found.reference.repo.split("/")[1]
-        return _Part(found.path if fetch or Path(found.path).exists() else None, name, found)
+    if hub.is_hub_model(spec, bare=bare):
+        found = hub.resolve(spec, directory=directory, fetch=fetch, report=s.fetch, bare=bare)
+        return _Part(found.path if fetch or Path(found.path).exists() else None, found.name, found)
     return _Part(spec)
 
 

@@ -85,7 +85,7 @@ def _source(spec):
     from ...runtimes import hub
 
     if hub.is_reference(spec):  # fetched into huggingface_hub's cache and checked, as gpv-score does
-        return _source(hub.resolve(spec, directory=not hub.names_file(spec)).path)
+        return _source(hub.resolve(spec, directory=True).path)
     path = Path(spec)
     kwargs = {"trust_remote_code": False}
     if path.suffix == ".gguf":

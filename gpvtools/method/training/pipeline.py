@@ -97,11 +97,11 @@ def fine_tune(data, output, settings=TrainingSettings(), *, say=None, progress=F
         torch.set_num_threads(settings.threads)
 
     base, source = builtin_gguf() if settings.base == BUILTIN else settings.base, None
-    if hub.is_reference(base) or (not Path(base).exists() and hub.parse(base, bare=True)):
+    if hub.is_hub_model(base, bare=True):
         from ..scoring.hf import check_quantized
 
         check_quantized(base, settings.device, load_in_4bit=settings.load_in_4bit)  # before a fetch
-        found = hub.resolve(base, directory=not hub.names_file(base), report=hub.Fetch(say=say), bare=True)
+        found = hub.resolve(base, directory=True, report=hub.Fetch(say=say), bare=True)
         base, source = found.path, found.source()
     model, tokenizer, base_name = load_model(base, settings.device,
                                              "float32" if settings.device != "cuda" else "auto",
