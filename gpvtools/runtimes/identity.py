@@ -67,11 +67,16 @@ def file_digest(path):
         digest = entry["sha256"]
     else:
         digest = sha256_file(source)
-        entries = _load()  # another run may have added entries meanwhile
-        entries[str(source)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
-        _save(entries)
+        _record(source, stat, digest)
     _memo[key] = digest
     return digest
+
+
+def _record(source, stat, digest):
+    """Keep DIGEST for the file SOURCE as STAT found it, in the cache file."""
+    entries = _load()  # another run may have added entries meanwhile
+    entries[str(source)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+    _save(entries)
 
 
 def remember_digest(path, digest):
@@ -79,9 +84,7 @@ def remember_digest(path, digest):
     source = Path(path).resolve()
     stat = source.stat()
     _memo[str(source), stat.st_size, stat.st_mtime_ns] = digest
-    entries = _load()
-    entries[str(source)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
-    _save(entries)
+    _record(source, stat, digest)
 
 
 def split_parts(path):
